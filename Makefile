@@ -1,0 +1,23 @@
+# `make test` and `make quickstart` bootstrap .venv from nothing; the stamp makes reruns skip the install.
+PYTHON ?= python3
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: test test-fast quickstart clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+quickstart: $(STAMP)
+	$(VENV)/bin/python -m flare.quickstart
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,118 @@
+"""FlareConfig: the LoRA settings plus what FLARE adds (which modules fuse, how, and with what)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from flare.errors import FlareError
+
+FUSIONS = ("add", "mul", "add_relu", "matmul", "matmul_relu", "cross_attention")
+SOURCE_POSITIONS = ("module_input", "layer_input")
+DECODE_FUSIONS = ("none", "last")
+ALIGNMENTS = ("auto", "left", "right")
+
+# Query/value projection names by model family, tried in order: Llama/Gemma/Qwen/M2M100,
+# BERT/XLM-R, T5/mT5. The paper fuses in the query and value projections only.
+DEFAULT_FUSE_MODULES = (("q_proj", "v_proj"), ("query", "value"), ("q", "v"))
+
+
+@dataclass
+class FlareConfig:
+    """Settings of a FLARE adapter.
+
+    Attributes:
+        r: LoRA rank (the bottleneck width in which the fusion happens).
+        lora_alpha: LoRA scaling numerator; the adapter output is scaled by lora_alpha / r.
+        lora_dropout: dropout on the adapter input; the same module is applied to both sides.
+        target_modules: module names (or "all-linear") that get LoRA; None means the fused modules.
+        fuse_modules: LoRA-targeted modules that also receive the source side; None picks the
+            architecture's query and value projections (q_proj/v_proj, query/value or q/v).
+        fusion: how the source (S = A x_s) and target (T = A x_t) bottlenecks combine: add (S + T),
+            mul (S * T), add_relu (relu(S) + relu(T)), matmul (S T^T T), matmul_relu (the same on
+            relu'd inputs), cross_attention (queries from S, keys and values from T).
+        cross_attention_heads: heads of the cross_attention fusion; must divide r.
+        cross_attention_dropout: dropout on the cross_attention probabilities while training.
+        source_dim: width of external source states (FLARE-MT, e.g. an NLLB encoder's); adds a
+            trainable projection from source_dim to the fused modules' input width.
+        source_position: what the English pass records for a fused module: "module_input" (the
+            exact input that linear sees, e.g. after RMSNorm in a pre-norm decoder) or
+            "layer_input" (the residual stream entering the layer, as the reference code does).
+        mask_source_padding: a target position paired with source padding runs plain LoRA, so
+            padding contributes nothing. Off: padding states fuse like any other (the
+            reference behaviour).
+        decode_fusion: during generation, what each decoding step after the prompt fuses:
+            "none" (plain LoRA) or "last" (the last real English prompt state).
+        alignment: tokens pair by position after both sides are padded to a common length:
+            "left" (first positions pair; what right padding gives), "right" (last positions
+            pair; what left padding gives) or "auto" (right when the target batch is
+            left-padded, left when it is right-padded; without visible padding, right for
+            decoder-only models and left otherwise). External source_states are first packed
+            to the aligned side, since their positions come from another tokenizer.
+        modules_to_save: extra modules trained in full and saved with the adapter (task heads).
+        task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
+    """
+
+    r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    target_modules: list[str] | str | None = None
+    fuse_modules: list[str] | None = None
+    fusion: str = "add_relu"
+    cross_attention_heads: int = 1
+    cross_attention_dropout: float = 0.0
+    source_dim: int | None = None
+    source_position: str = "module_input"
+    mask_source_padding: bool = True
+    decode_fusion: str = "none"
+    alignment: str = "auto"
+    modules_to_save: list[str] | None = None
+    task_type: str | None = None
+
+    def __post_init__(self) -> None:
+        _one_of("fusion", self.fusion, FUSIONS)
+        _one_of("source_position", self.source_position, SOURCE_POSITIONS)
+        _one_of("decode_fusion", self.decode_fusion, DECODE_FUSIONS)
+        _one_of("alignment", self.alignment, ALIGNMENTS)
+        if self.r < 1:
+            raise FlareError(f"r must be a positive integer, got {self.r}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise FlareError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if self.fusion == "cross_attention" and (
+            self.cross_attention_heads < 1 or self.r % self.cross_attention_heads
+        ):
+            raise FlareError(
+                f"cross_attention_heads={self.cross_attention_heads} must be positive and divide r={self.r}"
+            )
+        if self.source_dim is not None and self.source_dim < 1:
+            raise FlareError(f"source_dim must be a positive integer, got {self.source_dim}")
+        if isinstance(self.fuse_modules, str):
+            self.fuse_modules = [self.fuse_modules]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "FlareConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise FlareError(f"unknown FlareConfig field(s): {', '.join(unknown)}")
+        return cls(**values)
+
+
+def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise FlareError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def default_fuse_modules(leaf_names: set[str], model_name: str) -> list[str]:
+    """The query/value projection names present among a model's linear layers."""
+    for pair in DEFAULT_FUSE_MODULES:
+        if set(pair) <= leaf_names:
+            return list(pair)
+    raise FlareError(
+        f"cannot tell which modules of {model_name} are the query/value projections; "
+        "set fuse_modules (and target_modules) explicitly"
+    )

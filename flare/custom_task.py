@@ -1,0 +1,180 @@
+"""Custom tasks declared in YAML. See examples/tasks/ for a complete, working example.
+
+Keys (required: name, type, languages, files; classification also needs labels):
+
+    name: toy-sentiment
+    type: classification            # or qa
+    languages: [en, de]
+    source_language: en             # default: en
+    labels: [negative, positive]    # classification; index = class id
+    label_map: {"0": negative}      # optional raw value -> label
+    text_fields: [text]             # default: [text]; qa: [question, context]
+    columns: {text: sentence}       # optional task field -> file column (default: same name)
+    id_column: id                   # optional; default: the row number is the id
+    label_column: label             # default: label
+    answers_column: answers         # qa: SQuAD dict (JSON text in CSV); or answer_text_column + answer_start_column
+    files: "{language}/{split}.csv" # pattern, or {split: {language: path}}; relative to the YAML's folder
+    splits: [train, test]           # with a pattern: all languages, or {language: [splits]}
+    parallel: true                  # languages are human translations of each other
+    pair_by: id                     # or row
+    metric: macro_f1
+    prompt: {body: "Review: {text}", cue: "Sentiment:"}
+    seq2seq_prompt: {body: "review: {text}", cue: ""}
+    verbalizer: [bad, good]         # answer words for decoders / mT5; default: labels
+
+Relative paths resolve against the YAML file's folder (not `data_dir`), so a task file and its data
+can travel together.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flare.data import ColumnSpec
+from flare.errors import FlareError
+from flare.tasks import QA_METRICS, PromptTemplate, Task
+
+_KEYS = {
+    "name", "type", "languages", "source_language", "labels", "label_map", "text_fields", "columns", "id_column",
+    "label_column", "answers_column", "answer_text_column", "answer_start_column", "files", "splits", "parallel",
+    "pair_by", "metric", "metrics", "prompt", "seq2seq_prompt", "verbalizer", "description",
+}
+_METRICS = {"classification": ["accuracy", "macro_f1"], "qa": QA_METRICS}
+
+
+def _str_list(value: Any, where: str, key: str) -> list[str]:
+    if not isinstance(value, list) or not value or not all(isinstance(v, (str, int)) for v in value):
+        raise FlareError(f"{where}: '{key}' must be a non-empty list of strings")
+    if any(isinstance(v, bool) for v in value):  # YAML 1.1 reads bare no/yes/on/off as booleans
+        raise FlareError(f"{where}: '{key}' contains a boolean; quote words like 'no' and 'yes'")
+    items = [str(v) for v in value]
+    if len(set(items)) != len(items):
+        raise FlareError(f"{where}: '{key}' has duplicates")
+    return items
+
+
+def _template(value: Any, where: str, key: str, fields: list[str], default: PromptTemplate) -> PromptTemplate:
+    if value is None:
+        return default
+    if not isinstance(value, dict) or "body" not in value:
+        raise FlareError(f"{where}: '{key}' must be a mapping with 'body' (and optional 'cue')")
+    template = PromptTemplate(str(value["body"]), str(value.get("cue", "")))
+    try:
+        template.body.format(**{name: "" for name in fields})
+    except (KeyError, IndexError, ValueError) as err:
+        raise FlareError(f"{where}: '{key}' body uses an unknown placeholder {err}") from None
+    return template
+
+
+def _files(value: Any, splits_value: Any, languages: list[str], base: Path, where: str) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
+    def resolve(path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() else base / p
+
+    files: dict[str, dict[str, Path]] = {}
+    if isinstance(value, str):
+        if isinstance(splits_value, list):
+            splits = {lang: [str(s) for s in splits_value] for lang in languages}
+        elif isinstance(splits_value, dict):
+            splits = {str(lang): [str(s) for s in v] for lang, v in splits_value.items()}
+        else:
+            raise FlareError(f"{where}: with a 'files' pattern, 'splits' must list the splits")
+        for lang, names in splits.items():
+            for split in names:
+                files.setdefault(split, {})[lang] = resolve(value.format(language=lang, split=split))
+    elif isinstance(value, dict):
+        for split, per_lang in value.items():
+            if not isinstance(per_lang, dict):
+                raise FlareError(f"{where}: files.{split} must map language to path")
+            files[str(split)] = {str(lang): resolve(str(p)) for lang, p in per_lang.items()}
+        splits = {}
+        for split, per_lang in files.items():
+            for lang in per_lang:
+                splits.setdefault(lang, []).append(split)
+    else:
+        raise FlareError(f"{where}: 'files' must be a path pattern or a mapping split -> language -> path")
+    for lang in splits:
+        if lang not in languages:
+            raise FlareError(f"{where}: files name language '{lang}' that is not in 'languages'")
+    return files, splits
+
+
+def task_from_yaml(path: Path) -> Task:
+    """Build a `Task` from a YAML declaration; every mistake is a one-line FlareError."""
+    where = str(path)
+    if not path.is_file():
+        raise FlareError(f"{where}: task file not found")
+    try:
+        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise FlareError(f"{where}: invalid YAML ({type(err).__name__})") from None
+    if not isinstance(spec, dict):
+        raise FlareError(f"{where}: a task file must be a YAML mapping")
+    unknown = sorted(set(spec) - _KEYS)
+    if unknown:
+        raise FlareError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key in ("name", "type", "languages", "files"):
+        if key not in spec:
+            raise FlareError(f"{where}: missing required key '{key}'")
+    task_type = spec["type"]
+    if task_type not in ("classification", "qa"):
+        raise FlareError(f"{where}: 'type' must be classification or qa, got {task_type!r}")
+    languages = _str_list(spec["languages"], where, "languages")
+    source = str(spec.get("source_language", "en"))
+    if source not in languages:
+        raise FlareError(f"{where}: source_language '{source}' is not in 'languages'")
+    default_fields = ["question", "context"] if task_type == "qa" else ["text"]
+    text_fields = _str_list(spec.get("text_fields", default_fields), where, "text_fields")
+    labels: list[str] = []
+    if task_type == "classification":
+        labels = _str_list(spec.get("labels"), where, "labels")
+        if len(labels) < 2:
+            raise FlareError(f"{where}: a classification task needs at least two labels")
+    elif set(text_fields) != {"question", "context"}:
+        raise FlareError(f"{where}: a qa task's text_fields must be [question, context]")
+    if task_type == "classification" and len(text_fields) > 2:
+        raise FlareError(f"{where}: encoders take one text or a text pair; declare at most two text_fields")
+    columns = spec.get("columns") or {}
+    if not isinstance(columns, dict) or set(columns) - set(text_fields):
+        raise FlareError(f"{where}: 'columns' must map text fields ({', '.join(text_fields)}) to file columns")
+    answer_text, answer_start = spec.get("answer_text_column"), spec.get("answer_start_column")
+    column_spec = ColumnSpec(
+        fields={name: str(columns.get(name, name)) for name in text_fields},
+        label=str(spec.get("label_column", "label")) if task_type == "classification" else None,
+        id=str(spec["id_column"]) if spec.get("id_column") else None,
+        answers=None if (task_type != "qa" or answer_text) else str(spec.get("answers_column", "answers")),
+        answer_text=answer_text, answer_start=answer_start,
+    )
+    if task_type == "qa" and bool(answer_text) != bool(answer_start):
+        raise FlareError(f"{where}: give both answer_text_column and answer_start_column, or answers_column")
+    label_map = {str(k): str(v) for k, v in (spec.get("label_map") or {}).items()}
+    for raw, name in label_map.items():
+        if name not in labels:
+            raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")
+    files, splits = _files(spec["files"], spec.get("splits"), languages, path.parent, where)
+    metrics = _METRICS[task_type] if "metrics" not in spec else _str_list(spec["metrics"], where, "metrics")
+    metric = str(spec.get("metric", "accuracy" if task_type == "classification" else "f1"))
+    if metric not in metrics:
+        raise FlareError(f"{where}: metric '{metric}' must be one of {', '.join(metrics)}")
+    verbalizer = _str_list(spec.get("verbalizer", labels), where, "verbalizer") if labels else []
+    if len(verbalizer) != len(labels):
+        raise FlareError(f"{where}: verbalizer needs one word per label ({len(labels)})")
+    pair_by = str(spec.get("pair_by", "id" if column_spec.id else "row"))
+    if pair_by not in ("id", "row"):
+        raise FlareError(f"{where}: pair_by must be id or row")
+    body = " ".join("{" + name + "}" for name in text_fields)
+    default_prompt = PromptTemplate("\n".join(f"{n.capitalize()}: {{{n}}}" for n in text_fields), "Answer:" if task_type == "qa" else "Label:")
+    prompt = _template(spec.get("prompt"), where, "prompt", text_fields, default_prompt)
+    seq2seq = _template(spec.get("seq2seq_prompt"), where, "seq2seq_prompt", text_fields, PromptTemplate(body, ""))
+    test_split = "test" if any("test" in s for s in splits.values()) else None
+    return Task(
+        name=str(spec["name"]), type=task_type, languages=languages, source_language=source, labels=labels,
+        metric=metric, metrics=metrics, text_fields=text_fields, splits=splits,
+        split_roles={"train": "train", "validation": "valid" if "valid" in files else ("dev" if "dev" in files else None), "test": test_split},
+        encoder_fields=["question", "context"] if task_type == "qa" else text_fields, decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
+        parallel=bool(spec.get("parallel", False)), pair_by=pair_by, kind="custom", files=files, columns=column_spec,
+        label_map=label_map or None,
+    )

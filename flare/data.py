@@ -1,0 +1,261 @@
+"""Examples and the readers that turn dataset files into them.
+
+Every reader validates as it goes and raises `FlareError` with a one-line message that names the
+file, the row and the problem, so a broken dataset fails before any training starts. Rows are
+counted from 1 and exclude a header line.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from flare.errors import FlareError
+
+PairKind = Literal["gold", "machine"]
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task example in one language. `id` is unique within (task, split, language) and is the
+    key that links an example to its parallel version and to its translations."""
+
+    id: str
+    language: str
+    fields: dict[str, str]
+    label: int | None = None
+    answers: dict[str, list] | None = None  # SQuAD style {"text": [...], "answer_start": [...]}
+
+
+@dataclass(frozen=True)
+class Pair:
+    """An English (source) example and its target-language counterpart. `kind` says whether the
+    two sides are a human-made parallel pair ("gold") or one side is machine translated."""
+
+    source: Example
+    target: Example
+    kind: PairKind
+
+
+@dataclass
+class LoadStats:
+    """Counts of what a loader kept and skipped, for the run summary. Skipping happens only where
+    the protocol allows it (e.g. QA rows whose answer could not be projected); everything else
+    raises."""
+
+    examples: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    truncated: int = 0  # inputs that were cut to fit max_length (kept, but worth reporting)
+
+    def skip(self, reason: str, count: int = 1) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + count
+
+    @property
+    def total_skipped(self) -> int:
+        return sum(self.skipped.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"examples": self.examples, "skipped": dict(self.skipped), "truncated": self.truncated}
+
+
+def _clip(value: Any, width: int = 40) -> str:
+    """A short single-line rendering of a value for error messages."""
+    text = repr(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def require_text(value: Any, where: str, name: str) -> str:
+    if not isinstance(value, str):
+        raise FlareError(f"{where}: field '{name}' must be text, got {_clip(value)}")
+    if not value.strip():
+        raise FlareError(f"{where}: field '{name}' is empty")
+    return value
+
+
+def label_index(value: Any, labels: Sequence[str], where: str, label_map: Mapping[str, str] | None = None) -> int:
+    """Map a raw label value to its class id; unknown values are an error, never a silent guess."""
+    raw = str(value).strip() if value is not None else ""
+    if label_map:
+        raw = label_map.get(raw, raw)
+    if raw not in labels:
+        raise FlareError(f"{where}: unknown label {_clip(value)} (expected one of: {', '.join(labels)})")
+    return list(labels).index(raw)
+
+
+def check_answers(answers: Any, context: str, where: str) -> dict[str, list]:
+    """Validate a SQuAD-style answers dict against its context and return a clean copy."""
+    if isinstance(answers, str):
+        try:
+            answers = json.loads(answers)
+        except json.JSONDecodeError:
+            raise FlareError(f"{where}: answers are not valid JSON: {_clip(answers)}") from None
+    if isinstance(answers, list):  # SQuAD JSON keeps a list of {"text", "answer_start"} objects
+        try:
+            answers = {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]}
+        except (TypeError, KeyError):
+            raise FlareError(f"{where}: answers must be objects with 'text' and 'answer_start'") from None
+    if not isinstance(answers, Mapping) or "text" not in answers or "answer_start" not in answers:
+        raise FlareError(f"{where}: answers must have 'text' and 'answer_start', got {_clip(answers)}")
+    texts, starts = list(answers["text"]), [int(s) for s in answers["answer_start"]]
+    if len(texts) != len(starts):
+        raise FlareError(f"{where}: answers have {len(texts)} texts but {len(starts)} answer_start values")
+    for i, (text, start) in enumerate(zip(texts, starts)):
+        if not isinstance(text, str) or not text.strip():
+            raise FlareError(f"{where}: answer {i} is empty")
+        if start < 0 or context[start : start + len(text)] != text:
+            raise FlareError(f"{where}: answer {i} {_clip(text)} does not match the context at offset {start}")
+    return {"text": texts, "answer_start": starts}
+
+
+# --- Built-in dataset layouts -------------------------------------------------------------------
+
+
+def read_xnli_tsv(path: Path, language: str, labels: Sequence[str]) -> list[Example]:
+    """XTREME-layout XNLI: `premise \\t hypothesis [\\t label]`, no header. The files contain no
+    quote characters, so a plain split is exact (csv quoting rules would mangle other layouts)."""
+    examples = []
+    with open(path, encoding="utf-8", newline="") as handle:
+        for row, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            cols = line.split("\t")
+            where = f"{path}: row {row}"
+            if len(cols) not in (2, 3):
+                raise FlareError(f"{where}: expected 2 or 3 tab-separated columns, found {len(cols)}")
+            fields = {"premise": require_text(cols[0], where, "premise"), "hypothesis": require_text(cols[1], where, "hypothesis")}
+            label = label_index(cols[2], labels, where) if len(cols) == 3 else None
+            examples.append(Example(str(row - 1), language, fields, label))
+    return examples
+
+
+def read_squad_json(path: Path, language: str, stats: LoadStats | None = None) -> list[Example]:
+    """SQuAD-1.1 JSON (TyDiQA-GoldP). Offsets are checked against the context; questions without
+    any answer cannot train or be scored with SQuAD v1.1, so they are skipped and counted."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            articles = json.load(handle)["data"]
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise FlareError(f"{path}: not SQuAD-format JSON with a top-level 'data' list ({type(err).__name__})") from None
+    examples, seen = [], set()
+    for article in articles:
+        for paragraph in article.get("paragraphs", []):
+            context = paragraph.get("context")
+            for qa in paragraph.get("qas", []):
+                qid = str(qa.get("id", ""))
+                where = f"{path}: question {qid or '<no id>'}"
+                if not qid or qid in seen:
+                    raise FlareError(f"{where}: missing or duplicate question id")
+                seen.add(qid)
+                fields = {"question": require_text(qa.get("question"), where, "question"), "context": require_text(context, where, "context")}
+                if not qa.get("answers"):
+                    if stats is not None:
+                        stats.skip("no_answer")
+                    continue
+                answers = check_answers(qa["answers"], fields["context"], where)
+                examples.append(Example(qid, language, fields, None, answers))
+    return examples
+
+
+# --- Custom datasets: CSV / TSV / JSONL / Parquet -------------------------------------------------
+
+
+def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
+    """Rows of a table file as dicts, plus the column names, chosen by file suffix."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise FlareError(f"{path}: file not found")
+    if suffix in (".csv", ".tsv"):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+            rows = list(reader)
+            return rows, list(reader.fieldnames or [])
+    if suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as handle:
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError:
+                    raise FlareError(f"{path}: line {number} is not valid JSON") from None
+                if not isinstance(obj, dict):
+                    raise FlareError(f"{path}: line {number} is not a JSON object")
+                rows.append(obj)
+        columns = sorted({key for row in rows for key in row})
+        return rows, columns
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq  # imported lazily: only custom Parquet datasets need it
+
+        table = pq.read_table(path)
+        return table.to_pylist(), list(table.column_names)
+    raise FlareError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl, .parquet or SQuAD .json)")
+
+
+@dataclass(frozen=True)
+class ColumnSpec:
+    """Where a custom dataset keeps each piece of an example. `fields` maps task field to column."""
+
+    fields: dict[str, str]
+    label: str | None = None
+    id: str | None = None  # None: the row number is the id
+    answers: str | None = None  # QA: a column holding a SQuAD answers dict (JSON text in CSV)
+    answer_text: str | None = None  # QA alternative: one answer as text + start columns
+    answer_start: str | None = None
+
+
+def examples_from_records(
+    rows: Iterable[Mapping[str, Any]],
+    columns: Sequence[str],
+    path: Path,
+    language: str,
+    spec: ColumnSpec,
+    task_type: str,
+    labels: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+    stats: LoadStats | None = None,
+) -> list[Example]:
+    needed = list(spec.fields.values()) + [c for c in (spec.id, spec.answers, spec.answer_text, spec.answer_start) if c]
+    if task_type == "classification" and spec.label:
+        needed.append(spec.label)
+    rows = list(rows)
+    if rows:  # JSONL rows can differ in keys: check each row below, the union here
+        missing = [c for c in needed if c not in columns]
+        if missing:
+            raise FlareError(f"{path}: missing column(s) {', '.join(missing)} (found: {', '.join(columns) or 'none'})")
+    examples, seen = [], set()
+    for number, row in enumerate(rows, start=1):
+        where = f"{path}: row {number}"
+        for column in needed:
+            if column not in row:
+                raise FlareError(f"{where}: missing column '{column}'")
+        ex_id = str(row[spec.id]).strip() if spec.id else str(number - 1)
+        if not ex_id or ex_id in seen:
+            raise FlareError(f"{where}: empty or duplicate id {_clip(ex_id)}")
+        seen.add(ex_id)
+        fields = {name: require_text(row[col], where, col) for name, col in spec.fields.items()}
+        label, answers = None, None
+        if task_type == "classification":
+            label = label_index(row[spec.label], labels, where, label_map) if spec.label else None
+        else:
+            raw = row[spec.answers] if spec.answers else {"text": [row[spec.answer_text]], "answer_start": [row[spec.answer_start]]}
+            if raw in (None, "") or (isinstance(raw, Mapping) and not raw.get("text")):
+                if stats is not None:
+                    stats.skip("no_answer")
+                continue
+            answers = check_answers(raw, fields["context"], where)
+        examples.append(Example(ex_id, language, fields, label, answers))
+    return examples
+
+
+def read_nusax_csv(path: Path, language: str, labels: Sequence[str]) -> list[Example]:
+    """NusaX-senti: `id,text,label` CSV. The id column is kept as the example id (it is shared by
+    all 12 languages, which is what makes the pairing checkable)."""
+    rows, columns = read_records(path)
+    spec = ColumnSpec(fields={"text": "text"}, label="label", id="id")
+    return examples_from_records(rows, columns, path, language, spec, "classification", labels)

@@ -1,0 +1,118 @@
+"""Source and target tokens pair by position as if padded to a common length; padding never fuses."""
+
+import copy
+
+import torch
+
+import tiny_models as tiny
+from flare import FlareConfig, get_flare_model
+from flare.adapter.pairing import last_real, pack, pair_positions
+
+M = torch.tensor
+
+
+def test_left_alignment_pairs_equal_indices_and_marks_missing_partners():
+    index, exists = pair_positions(source_length=2, target_length=3, right_aligned=False)
+    assert index[:2].tolist() == [0, 1] and exists.tolist() == [True, True, False]
+
+
+def test_right_alignment_pairs_the_last_positions():
+    index, exists = pair_positions(source_length=4, target_length=3, right_aligned=True)
+    assert index.tolist() == [1, 2, 3] and exists.all()
+    index, exists = pair_positions(source_length=2, target_length=3, right_aligned=True)
+    assert exists.tolist() == [False, True, True] and index[1:].tolist() == [0, 1]
+
+
+def test_pack_moves_real_positions_to_the_aligned_end_in_order():
+    states = torch.arange(5.0).view(1, 5, 1)
+    mask = M([[1, 1, 1, 0, 0]])  # right-padded, as an MT encoder pads
+    packed, packed_mask = pack(states, mask, right_aligned=True)
+    assert packed.flatten().tolist()[2:] == [0.0, 1.0, 2.0] and packed_mask.tolist() == [[0, 0, 1, 1, 1]]
+    packed, packed_mask = pack(states.flip(1), mask.flip(1), right_aligned=False)
+    assert packed.flatten().tolist()[:3] == [2.0, 1.0, 0.0] and packed_mask.tolist() == [[1, 1, 1, 0, 0]]
+
+
+def test_last_real_picks_each_rows_last_unpadded_state():
+    states = torch.arange(8.0).view(2, 4, 1)
+    assert last_real(states, M([[1, 1, 0, 0], [1, 1, 1, 1]])).flatten().tolist() == [1.0, 7.0]
+
+
+def _model(**config):
+    model = get_flare_model(tiny.xlmr_classifier(), FlareConfig(fusion="add", **config)).eval()
+    tiny.randomize_lora_B(model)
+    return model
+
+
+def test_extra_source_padding_changes_nothing():
+    model = _model()
+    ids, mask = tiny.batch(2, 8, seed=0)
+    src, src_mask = tiny.batch(2, 6, seed=1, pad_right=2)
+    padded = torch.cat([src, torch.full((2, 5), tiny.PAD)], 1)
+    padded_mask = torch.cat([src_mask, torch.zeros(2, 5, dtype=torch.long)], 1)
+    out = model(input_ids=ids, attention_mask=mask, source_input_ids=src, source_attention_mask=src_mask).logits
+    out_padded = model(input_ids=ids, attention_mask=mask, source_input_ids=padded, source_attention_mask=padded_mask).logits
+    torch.testing.assert_close(out, out_padded)
+
+
+def test_source_padding_contributes_nothing_only_when_masked():
+    ids, mask = tiny.batch(2, 8, seed=0)
+    src, src_mask = tiny.batch(2, 8, seed=1, pad_right=3)
+    other = src.clone()
+    other[-1, -3:] = torch.tensor([5, 6, 7])  # different tokens at masked-out positions
+
+    def logits(model, source):
+        return model(input_ids=ids, attention_mask=mask, source_input_ids=source, source_attention_mask=src_mask).logits
+
+    masked = _model()
+    torch.testing.assert_close(logits(masked, src), logits(masked, other))
+    # without masking, padding positions fuse (the reference code's behaviour): the padding
+    # tokens' states still reach the target, and the masked model ignores them
+    unmasked = _model(mask_source_padding=False)
+    assert not torch.allclose(logits(unmasked, src), logits(masked, src))
+
+
+def test_a_source_longer_than_the_target_is_cut_to_the_target_length():
+    base = tiny.xlmr_classifier()
+    unadapted = copy.deepcopy(base)
+    model = get_flare_model(base, FlareConfig(fusion="add", alignment="left")).eval()
+    tiny.randomize_lora_B(model)
+    ids, mask = tiny.batch(2, 5, seed=0)
+    long_src, _ = tiny.batch(2, 9, seed=1)
+    name = model.fused_modules[0]  # layer 0 query
+    english = tiny.record_inputs(unadapted, [name], lambda: unadapted(input_ids=long_src))
+    target = tiny.record_inputs(model.backbone, [name], lambda: model(input_ids=ids, attention_mask=mask, source_input_ids=long_src))
+    layer = model.backbone.get_submodule(name)
+    A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+    x_s, (x_t, y) = english[name][0], target[name]
+    assert x_s.shape[1] == 9 and x_t.shape[1] == 5
+    # left alignment: source positions 5..8 have no target partner and are dropped, which is
+    # what pairing after padding both sides to a common length means
+    with torch.no_grad():
+        expected = layer.base_layer(x_t) + 2 * (x_s[:, :5] @ A.T + x_t @ A.T) @ B.T
+    torch.testing.assert_close(y, expected)
+
+
+def test_auto_alignment_is_right_for_decoders_and_left_for_encoders():
+    decoder = get_flare_model(tiny.llama(), FlareConfig())
+    encoder = get_flare_model(tiny.xlmr_classifier(), FlareConfig())
+    ids, _ = tiny.batch(1, 4, seed=0)
+    decoder(input_ids=ids, source_input_ids=ids)
+    encoder(input_ids=ids, source_input_ids=ids)
+    assert decoder._side.right_aligned and not encoder._side.right_aligned
+    padded, mask = tiny.batch(2, 4, seed=0, pad_right=1)
+    decoder(input_ids=padded, attention_mask=mask, source_input_ids=padded)
+    assert not decoder._side.right_aligned  # the batch shows right padding: first tokens pair
+
+
+def test_right_padded_mt_states_pair_with_a_left_padded_prompt():
+    model = get_flare_model(tiny.llama(), FlareConfig(source_dim=8, fusion="add")).eval()
+    tiny.randomize_lora_B(model)
+    ids, mask = tiny.batch(2, 6, seed=0, pad_left=2)
+    states = torch.randn(2, 4, 8)
+    right_padded = torch.cat([states, torch.zeros(2, 3, 8)], 1)
+    right_mask = torch.cat([torch.ones(2, 4), torch.zeros(2, 3)], 1).long()
+    left_padded = torch.cat([torch.zeros(2, 3, 8), states], 1)
+    left_mask = right_mask.flip(1)
+    out_right = model(input_ids=ids, attention_mask=mask, source_states=right_padded, source_attention_mask=right_mask).logits
+    out_left = model(input_ids=ids, attention_mask=mask, source_states=left_padded, source_attention_mask=left_mask).logits
+    torch.testing.assert_close(out_right, out_left)
