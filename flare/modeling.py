@@ -1,0 +1,103 @@
+"""Loading a backbone for a task, building the adapter of each method, merging stage 1."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForQuestionAnswering,
+    AutoModelForSeq2SeqLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+)
+
+from flare.adapter import FlareConfig, FlareModel, get_flare_model
+from flare.errors import FlareError
+from flare.formats import Family, model_family
+from flare.settings import AdapterSettings
+from flare.tasks import Task
+
+
+def resolve(model: str) -> str:
+    """A model id, local path, or alias resolved to something transformers can load offline."""
+    try:
+        from flare.models import resolve_model
+    except ImportError:  # pragma: no cover - models.py ships with the package
+        return model
+    return resolve_model(model)
+
+
+def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu") -> tuple[torch.nn.Module, Any, Family]:
+    """The task model (with a fresh head where the checkpoint has none) and its tokenizer."""
+    path = resolve(model)
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise FlareError(f"model {model}: cannot load a config ({str(error).splitlines()[0]})") from None
+    family = model_family(config.model_type)
+    kwargs: dict[str, Any] = {}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        compute = torch.bfloat16 if device != "cpu" and torch.cuda.is_available() else torch.float32
+        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        kwargs["device_map"] = {"": device if device != "auto" else 0}
+    if family == "encoder":
+        if task.type == "qa":
+            backbone = AutoModelForQuestionAnswering.from_pretrained(path, **kwargs)
+        else:
+            backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(task.labels), **kwargs)
+    elif family == "decoder":
+        backbone = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    else:
+        backbone = AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if family == "decoder":
+        tokenizer.padding_side = "left"
+    if getattr(backbone.config, "pad_token_id", None) is None:
+        backbone.config.pad_token_id = tokenizer.pad_token_id
+    return backbone, tokenizer, family
+
+
+def flare_config(settings: AdapterSettings, task: Task, family: Family, fusion: str = "add_relu", source_dim: int | None = None) -> FlareConfig:
+    """The adapter of one method. The task head trains with it (PEFT's modules_to_save)."""
+    task_type, modules_to_save = None, None
+    if family == "encoder" and task.type == "classification":
+        task_type = "SEQ_CLS"  # PEFT trains and saves the classifier head
+    elif family == "encoder":
+        modules_to_save = ["qa_outputs"]
+    elif family == "decoder":
+        task_type = "CAUSAL_LM"
+    else:
+        task_type = "SEQ_2_SEQ_LM"
+    return FlareConfig(
+        r=settings.r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
+        target_modules=settings.target_modules or None, fusion=fusion, source_dim=source_dim,
+        source_position=settings.source_position, decode_fusion=settings.decode_fusion,
+        cross_attention_heads=settings.cross_attention_heads, task_type=task_type, modules_to_save=modules_to_save,
+        # the formatter pads decoders on the left and everything else on the right
+        alignment="right" if family == "decoder" else "left",
+    )
+
+
+def adapt(backbone: torch.nn.Module, config: FlareConfig) -> FlareModel:
+    return get_flare_model(backbone, config)
+
+
+def merge_and_save(model: FlareModel, tokenizer: Any, directory: Path) -> None:
+    """Merge a trained LoRA into its base (W <- W + s B A) and save the English task model.
+
+    For a 4-bit base, PEFT de-quantises, adds and re-quantises, which rounds the update; saving
+    the merged weights de-quantised keeps stage 2 loading simple (documented in the README)."""
+    from flare.files import atomic_dir
+
+    merged = model.peft_model.merge_and_unload()
+    with atomic_dir(directory) as staging:
+        merged.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)

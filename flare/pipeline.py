@@ -1,0 +1,211 @@
+"""The study: stage 1 (English task fine-tuning, merged), then every method x target language x
+seed, each run written as one record to results.jsonl as soon as it finishes. A rerun skips what
+is already recorded, reuses the stage-1 model, and continues interrupted training runs from their
+last epoch checkpoint.
+
+Layout of `output_dir`: study.yaml (the settings used), stage1/model (merged English task model),
+stage1/run (its logs and checkpoint), runs/<method>/<language>/seed<k>/ (logs, checkpoint,
+adapter), results.jsonl, and the report (results.csv/.md/.png).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from flare.data import Example, Pair
+from flare.errors import FlareError
+from flare.evaluate import evaluate
+from flare.files import write_atomically
+from flare.formats import FormatSettings, PairFormatter
+from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
+from flare.settings import Study, study_to_dict
+from flare.tasks import Task, get_task
+from flare.train import fit
+
+LABELS = {"zero-shot": "zero-shot", "translate-test": "translate-test", "translate-train": "translate-train (LoRA)",
+          "input-fusion": "input-level fusion"}
+VIEWS = {"zero-shot": "target", "translate-test": "source", "translate-train": "target", "input-fusion": "input_fusion",
+         "flare": "flare", "flare-mt": "target"}
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    fusion: str | None
+    language: str
+    seed: int
+
+    @property
+    def name(self) -> str:
+        return f"{self.method}-{self.fusion}" if self.fusion else self.method
+
+    @property
+    def label(self) -> str:
+        if self.method == "flare":
+            return f"FLARE ({self.fusion})"
+        if self.method == "flare-mt":
+            return f"FLARE-MT ({self.fusion})"
+        return LABELS[self.method]
+
+
+def plan(study: Study) -> list[Run]:
+    """Every run of the study. Zero-shot and translate-test train nothing: one seed suffices."""
+    runs = []
+    for method in study.methods:
+        fusions = study.fusions if method in ("flare", "flare-mt") else [None]
+        seeds = study.seeds[:1] if method in ("zero-shot", "translate-test") else study.seeds
+        runs += [Run(method, fusion, language, seed) for fusion in fusions for language in study.languages for seed in seeds]
+    return runs
+
+
+class Pipeline:
+    """Runs a study; the public entry point is `compare`."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study.validate()
+        self.task: Task = get_task(study.task)
+        self.out = Path(study.output_dir)
+        self.format = FormatSettings(max_length=study.data.max_length)
+        self.results_path = self.out / "results.jsonl"
+
+    # ----------------------------------------------------------------- data
+
+    def _limit(self, items: list, limit: int) -> list:
+        return items[:limit] if limit else items
+
+    def _splits(self, language: str | None) -> tuple[list, list]:
+        """(train, validation) items: English examples for stage 1, pairs for a target language."""
+        data = self.study.data
+        load = (lambda split: self.task.load(split, self.task.source_language, data.data_dir)) if language is None else (
+            lambda split: self.task.load_pairs(split, language, data.data_dir, data.translations_dir, data.source))
+        train = load(data.train_split)
+        if data.valid_split:
+            valid = load(data.valid_split)
+        else:
+            if not 0 < data.valid_size < len(train):
+                raise FlareError(f"data.valid_size: {data.valid_size} must be between 1 and the {len(train)} training rows")
+            train, valid = train[: -data.valid_size], train[-data.valid_size:]
+        return self._limit(train, data.max_train), self._limit(valid, data.max_valid)
+
+    def _test(self, language: str) -> list[Pair]:
+        data = self.study.data
+        pairs = self.task.load_pairs(data.test_split, language, data.data_dir, data.translations_dir, data.source)
+        return self._limit(pairs, data.max_test)
+
+    # ----------------------------------------------------------------- stages
+
+    def stage1(self) -> Path:
+        """Fine-tune LoRA on English task data and merge it; reused when already done."""
+        model_dir = self.out / "stage1" / "model"
+        if (model_dir / "config.json").is_file():
+            return model_dir
+        backbone, tokenizer, family = load_backbone(self.study.model, self.task, self.study.load_in_4bit)
+        model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
+        train, valid = self._splits(None)
+        formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
+        result = fit(model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
+                     lambda m: self._select_score(m, formatter, valid), description="stage 1 (en)")
+        merge_and_save(model, tokenizer, model_dir)
+        write_atomically(self.out / "stage1" / "summary.json", json.dumps(result.__dict__, indent=2, default=str))
+        return model_dir
+
+    def _select_score(self, model, formatter: PairFormatter, items: list) -> float:
+        metrics = evaluate(model, formatter, items, self.study.stage1.eval_batch_size, progress=False)
+        return metrics[self.task.metric]
+
+    def run(self, run: Run, stage1_dir: Path) -> dict[str, Any]:
+        """One method on one language with one seed; returns its result record."""
+        start = time.perf_counter()
+        view = VIEWS[run.method]
+        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task)
+        formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
+        run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
+        extra, summary = None, {}
+        if run.method in ("zero-shot", "translate-test"):
+            model = backbone
+        else:
+            torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+            source_dim = None
+            if run.method == "flare-mt":
+                extra, source_dim = self._mt_inputs(run.language, family)
+            model = adapt(backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim))
+            train, valid = self._splits(run.language)
+            collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
+            result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
+                         lambda m: evaluate(m, formatter, valid, self.study.stage2.eval_batch_size, extra, progress=False)[self.task.metric],
+                         description=f"{run.name} {run.language} seed {run.seed}")
+            summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
+            model.save_pretrained(run_dir / "adapter")
+        test = self._test(run.language)
+        metrics = evaluate(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        return {
+            "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
+            "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
+            "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
+            "metrics": metrics, "n_test": len(test), "source": self.study.data.source, **summary,
+            "wall_time_s": round(time.perf_counter() - start, 1), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def _mt_inputs(self, language: str, family: str):
+        """FLARE-MT: the MT encoder's states of the target text, as extra model inputs."""
+        from flare.mt_encoder import MTEncoder
+
+        encoder = MTEncoder(self.study.mt_model, max_length=self.study.data.max_length)
+        fields = self.task.text_fields
+
+        def states(items):
+            texts = [" ".join(self._target(item).fields[f] for f in fields) for item in items]
+            encoded, mask = encoder.encode(texts, language)
+            return {"source_states": encoded, "source_attention_mask": mask}
+
+        return states, encoder.hidden_size
+
+    @staticmethod
+    def _target(item: Pair | Example) -> Example:
+        return item.target if isinstance(item, Pair) else item
+
+    # ----------------------------------------------------------------- the study
+
+    def done(self) -> dict[str, dict[str, Any]]:
+        from flare.report import load_results
+
+        return {r["run_id"]: r for r in load_results(self.results_path)} if self.results_path.is_file() else {}
+
+    def compare(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.out / "study.yaml", yaml.safe_dump(study_to_dict(self.study), sort_keys=False))
+        done = self.done()
+        todo = [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
+        print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
+        if todo:
+            stage1_dir = self.stage1()
+            for number, run in enumerate(todo, 1):
+                print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
+                record = self.run(run, stage1_dir)
+                self._append(record)
+                print(f"    {self.task.metric} {record['score']:.2f}  ({record['wall_time_s']} s)", flush=True)
+                checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
+                shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
+        from flare.report import report
+
+        report(self.results_path, self.out)
+        return self.results_path
+
+    def _append(self, record: dict[str, Any]) -> None:
+        """Add a record by rewriting the file atomically (never a half-written line)."""
+        existing = self.results_path.read_text(encoding="utf-8") if self.results_path.is_file() else ""
+        write_atomically(self.results_path, existing + json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def compare(study: Study) -> Path:
+    """Run (or continue) a study; returns the path of results.jsonl."""
+    return Pipeline(study).compare()

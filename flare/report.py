@@ -1,0 +1,380 @@
+"""Comparison reports: turn the run records of ``flare compare`` (``results.jsonl``) into a per-run CSV,
+markdown tables with seed spreads and paired FLARE-vs-LoRA differences, and a grouped bar chart.
+
+Conventions (those of the FLARE paper): scores are percentages, higher is better, and the "avg" column
+is the mean over the non-English target languages. The average is taken per seed first and only then
+summarised over seeds, so its ± is the seed-to-seed spread of the average, not a mix of language and
+seed spread. A seed enters the average only when it has a run for every target language of its task;
+anything left out is listed under the table instead of being dropped silently.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from flare.errors import FlareError
+from flare.files import atomic_path, write_atomically
+from flare.languages import LANGUAGES
+
+AVG = "avg"
+BASELINE_METHOD = "translate-train"  # the `method` value of translate-train LoRA, the reference row
+ENGLISH = frozenset(code for code, lang in LANGUAGES.items() if lang.flores == "eng_Latn") | {"en", "eng"}
+REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "score")
+# Rows follow the paper's table order; unknown methods come after, in order of first appearance.
+METHOD_ORDER = ("zero-shot", "translate-test", "translate-train", "input-fusion", "flare-mt", "flare")
+CSV_COLUMNS = ("run_id", "task", "model", "method", "fusion", "label", "language", "seed", "metric", "score",
+               "n_test", "wall_time_s", "finished_at")
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean over seeds; ``std`` is the sample standard deviation (ddof=1), None with a single seed."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    def format(self) -> str:
+        return f"{self.mean:.1f}" if self.std is None else f"{self.mean:.1f} ± {self.std:.1f}"
+
+
+@dataclass
+class TaskSummary:
+    """One table: rows are method labels, columns are languages plus ``"avg"``."""
+
+    task: str
+    metric: str
+    languages: list[str]
+    averaged_languages: list[str]
+    labels: list[str]
+    methods: dict[str, str]  # label -> method
+    cells: dict[str, dict[str, Stat]]  # label -> language or "avg" -> Stat
+    notes: list[str] = field(default_factory=list)
+
+
+def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Read a ``results.jsonl``. A later record with the same ``run_id`` replaces the earlier one (a
+    rerun). Blank lines are allowed; anything else that is not a valid record raises FlareError naming
+    the file and line, because a silently skipped run would change the averages."""
+    path = Path(path)
+    if not path.is_file():
+        raise FlareError(f"report: results file {path} does not exist")
+    records: dict[str, dict[str, Any]] = {}
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            where = f"{path}:{number}"
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise FlareError(f"report: {where}: not valid JSON ({error.msg})") from None
+            _validate(record, where)
+            records.pop(record["run_id"], None)  # a rerun moves to where it was last written
+            records[record["run_id"]] = record
+    return list(records.values())
+
+
+def _validate(record: Any, where: str) -> None:
+    if not isinstance(record, dict):
+        raise FlareError(f"report: {where}: a record must be a JSON object")
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise FlareError(f"report: {where}: record lacks {', '.join(missing)}")
+    score, seed = record["score"], record["seed"]
+    if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise FlareError(f"report: {where}: score must be a finite number, got {score!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise FlareError(f"report: {where}: seed must be an integer, got {seed!r}")
+
+
+def _stat(values: Sequence[float]) -> Stat:
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
+    return Stat(mean, std, n)
+
+
+def _group_keys(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """run_id -> table key: the task, or "task [model]" when one file holds several models of a task,
+    so that different backbones never share a mean."""
+    models: dict[str, set[str]] = {}
+    for r in records:
+        models.setdefault(r["task"], set()).add(str(r.get("model", "")))
+    return {r["run_id"]: r["task"] if len(models[r["task"]]) == 1 else f"{r['task']} [{r.get('model', '')}]"
+            for r in records}
+
+
+def _scores(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, dict[int, float]]]]:
+    """table -> label -> language -> seed -> score; two run_ids for the same cell are an error (not a
+    rerun: the run ids disagree, so one of them belongs to something else)."""
+    keys, table, seen = _group_keys(records), {}, {}
+    for r in records:
+        slot = (keys[r["run_id"]], r["label"], r["language"], r["seed"])
+        if slot in seen:
+            raise FlareError(f"report: runs {seen[slot]!r} and {r['run_id']!r} are the same method, language and seed")
+        seen[slot] = r["run_id"]
+        table.setdefault(slot[0], {}).setdefault(r["label"], {}).setdefault(r["language"], {})[r["seed"]] = float(r["score"])
+    return table
+
+
+def _method_rank(method: str) -> int:
+    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+
+
+def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, TaskSummary]:
+    """Per table (task): mean ± sample std over seeds for each method label and language, and the
+    average over non-English languages (per seed, then over seeds). Raises FlareError when a task mixes
+    metrics, since their numbers cannot share a table."""
+    if not records:
+        raise FlareError("report: no finished runs to summarise")
+    keys = _group_keys(records)
+    scores = _scores(records)
+    summaries: dict[str, TaskSummary] = {}
+    for key, by_label in scores.items():
+        rows = [r for r in records if keys[r["run_id"]] == key]
+        metrics = sorted({str(r["metric"]) for r in rows})
+        if len(metrics) > 1:
+            raise FlareError(f"report: task {key!r} mixes metrics {metrics}; rerun with one metric")
+        languages = list(dict.fromkeys(r["language"] for r in rows))
+        targets = [lang for lang in languages if lang not in ENGLISH]
+        methods = {r["label"]: str(r["method"]) for r in rows}
+        first = {label: i for i, label in reversed(list(enumerate(r["label"] for r in rows)))}
+        labels = sorted(by_label, key=lambda label: (_method_rank(methods[label]), first[label]))
+        summary = TaskSummary(key, metrics[0], languages, targets, labels, methods, {})
+        for label in labels:
+            cells = {lang: _stat(list(seeds.values())) for lang, seeds in by_label[label].items()}
+            averages, incomplete = _seed_averages(by_label[label], targets)
+            if averages:
+                cells[AVG] = _stat(list(averages.values()))
+            by_gap: dict[tuple[str, ...], list[str]] = {}  # one note per gap, not one per seed
+            for seed, absent in incomplete.items():
+                by_gap.setdefault(tuple(absent), []).append(str(seed))
+            for absent, seeds in by_gap.items():
+                summary.notes.append(f"{label}: seed {', '.join(seeds)} lacks {', '.join(absent)}; left out of its avg")
+            summary.cells[label] = cells
+        summaries[key] = summary
+    return summaries
+
+
+def _seed_averages(by_language: Mapping[str, Mapping[int, float]], targets: Sequence[str],
+                   ) -> tuple[dict[int, float], dict[int, list[str]]]:
+    """seed -> mean over the target languages, for seeds that have all of them; and seed -> missing ones."""
+    seeds = sorted({seed for runs in by_language.values() for seed in runs})
+    averages, incomplete = {}, {}
+    for seed in seeds:
+        absent = [lang for lang in targets if seed not in by_language.get(lang, {})]
+        if absent:
+            incomplete[seed] = absent
+        elif targets:
+            averages[seed] = math.fsum(by_language[lang][seed] for lang in targets) / len(targets)
+    return averages, incomplete
+
+
+def t_quantile_975(df: int) -> float:
+    """Two-sided 95% critical value of Student's t with integer ``df`` (no scipy in the pins): the exact
+    finite-series CDF for integer degrees of freedom, inverted by bisection."""
+    if df < 1:
+        raise FlareError(f"report: t quantile needs df >= 1, got {df}")
+
+    def central_mass(t: float) -> float:  # P(|T| <= t)
+        theta = math.atan(t / math.sqrt(df))
+        c2, s = math.cos(theta) ** 2, math.sin(theta)
+        if df % 2:
+            term, total = s * math.cos(theta), 0.0
+            for k in range((df - 1) // 2):
+                total += term
+                term *= (2 * k + 2) / (2 * k + 3) * c2
+            return 2 / math.pi * (theta + total)
+        term, total = 1.0, 0.0
+        for k in range(df // 2):
+            total += term
+            term *= (2 * k + 1) / (2 * k + 2) * c2
+        return s * total
+
+    low, high = 0.0, 1000.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        low, high = (mid, high) if central_mass(mid) < 0.95 else (low, mid)
+    return (low + high) / 2
+
+
+def paired_difference(records: Sequence[Mapping[str, Any]], method_a_label: str, method_b_label: str,
+                      task: str) -> dict[str, Any]:
+    """Language-averaged score of A minus B (e.g. FLARE minus translate-train LoRA) on one task.
+
+    Runs pair by (language, seed); only seeds where both methods have every target (non-English)
+    language are used, so both sides average the same languages. The 95% CI is a t-interval: with two
+    or more paired seeds, over the per-seed differences (each the mean of the per-language differences),
+    because seeds are the replications that a rerun would redraw; with one seed, over the per-language
+    differences (``unit == "language"``), which says how consistently A beats B across languages but
+    carries no seed noise. A t-interval rather than a bootstrap because with 2-5 seeds or a handful of
+    languages a bootstrap has too few distinct resamples to reach its nominal coverage, and the
+    t-interval is deterministic. ``ci95`` is None when there is only one unit (no spread to estimate).
+    """
+    table = _scores(records).get(task)
+    if table is None:
+        raise FlareError(f"report: no runs for task {task!r}")
+    for label in (method_a_label, method_b_label):
+        if label not in table:
+            raise FlareError(f"report: task {task!r} has no runs labelled {label!r}; labels: {sorted(table)}")
+    a, b = table[method_a_label], table[method_b_label]
+    targets = [lang for lang in dict.fromkeys([*a, *b]) if lang not in ENGLISH]
+    seeds_a, _ = _seed_averages(a, targets)
+    seeds_b, _ = _seed_averages(b, targets)
+    seeds = sorted(set(seeds_a) & set(seeds_b))
+    if not seeds or not targets:
+        raise FlareError(f"report: {method_a_label!r} and {method_b_label!r} share no complete seed on {task!r}")
+    per_language = {lang: math.fsum(a[lang][s] - b[lang][s] for s in seeds) / len(seeds) for lang in targets}
+    per_seed = {s: math.fsum(a[lang][s] - b[lang][s] for lang in targets) / len(targets) for s in seeds}
+    unit, values = ("seed", list(per_seed.values())) if len(seeds) > 1 else ("language", list(per_language.values()))
+    stat = _stat(values)
+    ci = None
+    if stat.std is not None:
+        half = t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
+        ci = (stat.mean - half, stat.mean + half)
+    return {"mean": stat.mean, "ci95": ci, "n": stat.n, "unit": unit, "sd": stat.std, "task": task,
+            "method_a": method_a_label, "method_b": method_b_label, "seeds": seeds, "languages": targets,
+            "per_seed": per_seed, "per_language": per_language}
+
+
+def _csv_text(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, TaskSummary]) -> str:
+    """One row per run: the fixed columns, then ``metrics.<name>``, then any extra keys (sorted), so
+    the column order only changes when the records gain a key."""
+    metric_names = sorted({name for r in records for name in (r.get("metrics") or {})})
+    extras = sorted({k for r in records for k in r} - set(CSV_COLUMNS) - {"metrics"})
+    keys = _group_keys(records)
+
+    def order(r: Mapping[str, Any]) -> tuple:
+        s = summaries[keys[r["run_id"]]]
+        return (list(summaries).index(s.task), s.labels.index(r["label"]), s.languages.index(r["language"]), r["seed"])
+
+    def cell(value: Any) -> Any:
+        return "" if value is None else json.dumps(value) if isinstance(value, (dict, list)) else value
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*CSV_COLUMNS, *(f"metrics.{m}" for m in metric_names), *extras])
+    for r in sorted(records, key=order):
+        metrics = r.get("metrics") or {}
+        writer.writerow([cell(r.get(c)) for c in CSV_COLUMNS] + [cell(metrics.get(m)) for m in metric_names]
+                        + [cell(r.get(k)) for k in extras])
+    return buffer.getvalue()
+
+
+def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, TaskSummary], title: str) -> str:
+    lines = [f"# {title}", ""]
+    for s in summaries.values():
+        columns = [*s.languages, AVG]
+        lines += [f"## {s.task} ({s.metric}, %)", "", "| method | " + " | ".join(columns) + " |",
+                  "|---|" + "---:|" * len(columns)]
+        # Bold by the displayed (rounded) mean, so ties on screen are all bold.
+        best = {c: max((round(s.cells[row][c].mean, 1) for row in s.labels if c in s.cells[row]), default=None)
+                for c in columns}
+        for label in s.labels:
+            cells = []
+            for c in columns:
+                stat = s.cells[label].get(c)
+                text = "–" if stat is None else stat.format()
+                cells.append(f"**{text}**" if stat is not None and round(stat.mean, 1) == best[c] else text)
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        english = [lang for lang in s.languages if lang in ENGLISH]
+        lines += ["", f"avg: mean over {', '.join(s.averaged_languages) or 'no'} target languages per seed, "
+                  f"then mean ± sample std over seeds" + (f" ({', '.join(english)} excluded)." if english else ".")]
+        lines += [f"- note: {note}" for note in s.notes]
+        baselines = [row for row in s.labels if s.methods[row] == BASELINE_METHOD]
+        if len(baselines) == 1:
+            diffs = []
+            for label in (row for row in s.labels if row != baselines[0]):
+                try:
+                    d = paired_difference(records, label, baselines[0], s.task)
+                except FlareError as error:  # e.g. no shared complete seed: say so in the report
+                    diffs.append(f"| {label} | – | – | {error} |")
+                    continue
+                ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+                diffs.append(f"| {label} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
+            if diffs:
+                intro = (f"Paired difference vs {baselines[0]} (avg, runs paired by language and seed; "
+                         "95% t-interval over seeds, or over languages with one seed):")
+                lines += ["", intro, "",
+                          "| method | Δ avg | 95% CI | n |", "|---|---:|---:|---|", *diffs]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _plot(summaries: Mapping[str, TaskSummary], path: Path, title: str) -> None:
+    # The object API with an explicit Agg canvas: no pyplot state, no display, and no global
+    # matplotlib.use() that would change the backend of the process that imported us.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(max(6.0, 1.1 * max(len(s.languages) + 1 for s in summaries.values())) + 2.5,
+                             3.6 * len(summaries)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(summaries), 1, squeeze=False)[:, 0]
+    # One colour per method across all panels, so a method is recognisable from task to task.
+    all_labels = list(dict.fromkeys(label for s in summaries.values() for label in s.labels))
+    palette = [f"C{i % 10}" for i in range(len(all_labels))]
+    for ax, s in zip(axes, summaries.values(), strict=True):
+        columns = [*s.languages, AVG]
+        width = 0.8 / len(s.labels)
+        for i, label in enumerate(s.labels):
+            stats = [s.cells[label].get(c) for c in columns]
+            xs = [j + (i - (len(s.labels) - 1) / 2) * width for j in range(len(columns))]
+            # Single-seed cells get no error bar (NaN), rather than a zero-height one that looks like certainty.
+            errors = [st.std if st and st.std is not None else math.nan for st in stats]
+            ax.bar(xs, [st.mean if st else math.nan for st in stats], width, label=label,
+                   color=palette[all_labels.index(label)],
+                   yerr=None if all(math.isnan(e) for e in errors) else errors, capsize=2)
+        ax.set_xticks(range(len(columns)), columns)
+        ax.set_ylabel(f"{s.metric} (%)")
+        ax.set_title(s.task)
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    figure.suptitle(title)
+    with atomic_path(path) as temp:
+        figure.savefig(temp, format="png", dpi=120)
+
+
+def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
+                 title: str | None = None) -> dict[str, Path]:
+    """Write ``results.csv``, ``results.md`` and ``results.png`` into ``out_dir``, each atomically.
+    Returns ``{"csv": ..., "markdown": ..., "png": ...}``."""
+    summaries = summarize(records)
+    title = title or "FLARE comparison"
+    out = Path(out_dir)
+    paths = {"csv": out / "results.csv", "markdown": out / "results.md", "png": out / "results.png"}
+    write_atomically(paths["csv"], _csv_text(records, summaries))
+    write_atomically(paths["markdown"], _markdown(records, summaries, title))
+    _plot(summaries, paths["png"], title)
+    return paths
+
+
+def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+    """Summarise the runs of `flare compare` into a CSV, a markdown table and a bar chart.
+
+    Reads RESULTS (the results.jsonl that `flare compare` appends to; a rerun of a run_id replaces the
+    earlier record) and writes results.csv (one row per run), results.md (per task: methods x
+    languages, "mean ± std" over seeds, best per column in bold, "avg" over the non-English target
+    languages, and each method's paired difference to translate-train LoRA with a 95% CI) and
+    results.png (grouped bars with seed std error bars) into OUT_DIR, by default RESULTS' folder.
+    """
+    results_path = Path(results_path)
+    records = load_results(results_path)
+    if not records:
+        raise FlareError(f"report: {results_path} holds no finished runs yet")
+    return write_report(records, results_path.parent if out_dir is None else out_dir,
+                        title=f"FLARE comparison: {results_path.parent.name or results_path.stem}")
+
+
+__all__ = ["Stat", "TaskSummary", "load_results", "paired_difference", "report", "summarize", "t_quantile_975",
+           "write_report"]

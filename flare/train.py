@@ -1,0 +1,179 @@
+"""The training loop of both stages (a plain recipe over accelerate).
+
+After every epoch the trainable weights, the optimizer and scheduler state, the RNG state and the
+best weights so far are written (safetensors + JSON, atomically) to `<run>/checkpoint/`. A run
+that finds a checkpoint continues after its epoch; because each epoch's data order comes from
+(seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from flare.files import atomic_dir, write_atomically
+from flare.settings import StageSettings
+
+Evaluate = Callable[[torch.nn.Module], float]
+
+
+@dataclass
+class TrainResult:
+    best_score: float | None
+    best_epoch: int
+    epochs: int
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    """AdamW state as named tensors (no pickle)."""
+    tensors = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, param in zip(names, params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors
+
+
+def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, param in zip(names, params):
+        state = {key.split("::", 1)[1]: value.to(param.device) for key, value in tensors.items() if key.split("::", 1)[0] == name}
+        if state:
+            optimizer.state[param] = state
+
+
+def fit(
+    model: torch.nn.Module,
+    train_items: Sequence[Any],
+    collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+    settings: StageSettings,
+    seed: int,
+    run_dir: Path,
+    evaluate: Evaluate | None = None,
+    description: str = "train",
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train the model's trainable parameters; leave it holding the best (or last) weights.
+
+    Args:
+        model: a model whose trainable parameters are the adapter (and head).
+        train_items: examples or pairs; `collate` turns a list of them into a batch.
+        collate: the batch builder (e.g. a flare.formats.PairFormatter).
+        settings: learning rate, epochs, batch size and the rest of the stage.
+        seed: seeds data order, dropout and initialisation.
+        run_dir: where logs and the resumable checkpoint go.
+        evaluate: returns the validation score (higher is better) after each epoch.
+        description: label of the progress bar.
+        stop_after_steps: stop abruptly after this many optimizer steps (tests of resumption).
+    """
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation,
+                              cpu=not torch.cuda.is_available())
+    torch.manual_seed(seed)
+    names = list(_trainable(model))
+    params = list(_trainable(model).values())
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    batches_per_epoch = math.ceil(len(train_items) / settings.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    checkpoint = run_dir / "checkpoint"
+    state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
+    best: dict[str, torch.Tensor] = {}
+    if (checkpoint / "state.json").is_file():
+        state = json.loads((checkpoint / "state.json").read_text())
+        weights = load_file(checkpoint / "trainable.safetensors")
+        with torch.no_grad():
+            for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                param.copy_(weights[name])
+        _load_optimizer_tensors(optimizer, names, load_file(checkpoint / "optimizer.safetensors"))
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(load_file(checkpoint / "rng.safetensors")["cpu"])
+        if (checkpoint / "best.safetensors").is_file():
+            best = load_file(checkpoint / "best.safetensors")
+
+    log_path = run_dir / "train_log.csv"
+    for epoch in range(state["epoch"], settings.epochs):
+        model.train()
+        order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
+        loader = DataLoader(list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate)
+        losses, start = [], time.perf_counter()
+        bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True)
+        for batch in bar:
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if accelerator.sync_gradients:
+                state["step"] += 1
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                raise KeyboardInterrupt(f"stopped after {state['step']} steps (stop_after_steps)")
+        score = evaluate(model) if evaluate is not None else None
+        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": sum(losses) / max(len(losses), 1),
+               "valid_score": score, "seconds": round(time.perf_counter() - start, 2)}
+        state["history"].append(row)
+        improved = score is not None and (state["best_score"] is None or score > state["best_score"])
+        if improved or not settings.select_best or evaluate is None:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best = {n: p.detach().cpu().clone() for n, p in _trainable(accelerator.unwrap_model(model)).items()}
+        state["epoch"] = epoch + 1
+        state["scheduler"] = scheduler.state_dict()
+        _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, names, state, best)
+        _write_log(log_path, state["history"])
+
+    unwrapped = accelerator.unwrap_model(model)
+    if best:
+        with torch.no_grad():
+            for name, param in _trainable(unwrapped).items():
+                param.copy_(best[name].to(param.device))
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"])
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
+    with atomic_dir(directory) as staging:
+        save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / "trainable.safetensors")
+        save_file(_optimizer_tensors(optimizer, names), staging / "optimizer.safetensors")
+        save_file({"cpu": torch.get_rng_state()}, staging / "rng.safetensors")
+        if best:
+            save_file(best, staging / "best.safetensors")
+        (staging / "state.json").write_text(json.dumps(state, indent=2))
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The per-epoch log as CSV (rewritten whole: it is small, and never half-written)."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomically(path, buffer.getvalue())
