@@ -31,9 +31,12 @@ def resolve(model: str) -> str:
     return resolve_model(model)
 
 
-def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu") -> tuple[torch.nn.Module, Any, Family]:
-    """The task model (with a fresh head where the checkpoint has none) and its tokenizer."""
+def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu", seed: int | None = None) -> tuple[torch.nn.Module, Any, Family]:
+    """The task model and its tokenizer. A head the checkpoint lacks starts random: `seed` makes
+    that initialisation reproducible."""
     path = resolve(model)
+    if seed is not None:
+        torch.manual_seed(seed)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:

@@ -108,7 +108,7 @@ class Pipeline:
         model_dir = self.out / "stage1" / "model"
         if (model_dir / "config.json").is_file():
             return model_dir
-        backbone, tokenizer, family = load_backbone(self.study.model, self.task, self.study.load_in_4bit)
+        backbone, tokenizer, family = load_backbone(self.study.model, self.task, self.study.load_in_4bit, seed=self.study.seeds[0])
         model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
         train, valid = self._splits(None)
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)

@@ -110,6 +110,9 @@ def fit(
                 param.copy_(weights[name])
         _load_optimizer_tensors(optimizer, names, load_file(checkpoint / "optimizer.safetensors"))
         scheduler.load_state_dict(state["scheduler"])
+        # load_state_dict restores the schedule's position but not the optimizer's current rate
+        for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = rate
         torch.set_rng_state(load_file(checkpoint / "rng.safetensors")["cpu"])
         if (checkpoint / "best.safetensors").is_file():
             best = load_file(checkpoint / "best.safetensors")

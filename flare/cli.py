@@ -1,0 +1,191 @@
+"""The `flare` command. Each subcommand is a typed function below: its signature is the CLI and its
+docstring is the help. Study settings (flare/settings.py) come from a YAML file given first,
+overridable field by field (`flare compare study.yaml --stage2.learning_rate 1e-4`).
+
+Errors a user can fix print one line on stderr and exit with status 2; set FLARE_DEBUG=1 (or
+pass --debug) for the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from flare.errors import FlareError
+
+
+def compare(study) -> Path:
+    """Run (or continue) a study: stage 1 once, then methods x target languages x seeds; writes
+    results.jsonl, results.csv, results.md and results.png to the output directory."""
+    from flare.pipeline import compare as run_compare
+
+    return run_compare(study)
+
+
+def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu") -> dict:
+    """Train and evaluate one run of a study (stage 1 is trained first if missing)."""
+    from flare.pipeline import Pipeline, Run
+
+    pipeline = Pipeline(study)
+    if method not in study.methods:
+        study.methods.append(method)
+    record = pipeline.run(Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed), pipeline.stage1())
+    pipeline._append(record)
+    return record
+
+
+def evaluate(study, language: str, method: str = "zero-shot") -> dict:
+    """Score the stage-1 English task model on a target language's test set (zero-shot or
+    translate-test); trained adapters are scored by `flare train` / `flare compare`."""
+    from flare.pipeline import Pipeline, Run
+
+    if method not in ("zero-shot", "translate-test"):
+        raise FlareError(f"evaluate: method must be zero-shot or translate-test, got {method!r}")
+    pipeline = Pipeline(study)
+    return pipeline.run(Run(method, None, language, study.seeds[0]), pipeline.stage1())
+
+
+def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, translations_dir: str,
+              data_dir: str | None = None, batch_size: int = 32, num_beams: int = 1, max_input_length: int = 256,
+              language_map: dict[str, str] | None = None, device: str = "auto", dtype: str = "float32") -> str:
+    """Translate a task split with an NLLB/M2M100 model (cached; reruns translate nothing twice).
+
+    Args:
+        task: task name or custom task YAML.
+        split: split to translate (e.g. train, valid, test).
+        src_lang: language of the original text (project code, e.g. en, jav).
+        tgt_lang: language to translate into.
+        model: NLLB/M2M100 checkpoint (local directory or model id).
+        translations_dir: root folder of translation files.
+        data_dir: dataset folder (default: FLARE_DATA_DIR).
+        batch_size: sentences per batch.
+        num_beams: 1 for greedy decoding, more for beam search.
+        max_input_length: tokens kept per input.
+        language_map: explicit FLORES codes for languages NLLB lacks, e.g. {mad: ind_Latn}.
+        device: auto, cpu or cuda.
+        dtype: float32, float16 or bfloat16.
+    """
+    from flare.tasks import get_task
+    from flare.translate import translate_dataset
+
+    rows = get_task(task).load(split, src_lang, data_dir)
+    result = translate_dataset(rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
+                               translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,
+                               num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype)
+    return str(result.output_path)
+
+
+def report(results: str, out_dir: str | None = None) -> dict:
+    """Write results.csv, results.md and results.png from a results.jsonl.
+
+    Args:
+        results: path of results.jsonl.
+        out_dir: where to write (default: next to results.jsonl).
+    """
+    from flare.report import report as write_report
+
+    return {k: str(v) for k, v in write_report(results, out_dir).items()}
+
+
+def predict(study, language: str, text: str, english: str | None = None, method: str = "flare",
+            fusion: str = "add_relu", seed: int = 1) -> list[str]:
+    """Label new target-language inputs with a trained run of a study.
+
+    Args:
+        language: the inputs' language.
+        text: a target-language input, or a text file with one input per line (pair tasks:
+            fields separated by a tab).
+        english: its English translation, or a file with one per line; needed by flare.
+        method: the trained method whose adapter to use.
+        fusion: its fusion (flare, flare-mt).
+        seed: its seed.
+    """
+    from flare.predict import predict_texts
+
+    return predict_texts(study, language, _lines(text), _lines(english) if english else None, method, fusion, seed)
+
+
+def _lines(value: str) -> list[str]:
+    """One input, or the non-empty lines of a file."""
+    path = Path(value)
+    if path.is_file():
+        try:
+            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except UnicodeDecodeError:
+            raise FlareError(f"{path}: not UTF-8 text") from None
+    return [value]
+
+
+COMMANDS = {"compare": compare, "train": train, "evaluate": evaluate, "translate": translate, "report": report, "predict": predict}
+STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
+
+
+def _parser():
+    from jsonargparse import ActionConfigFile, ArgumentParser
+
+    from flare.settings import Study
+
+    parser = ArgumentParser(prog="flare", description=__doc__, exit_on_error=False)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    commands = parser.add_subcommands(required=True, dest="command")
+    for name, function in COMMANDS.items():
+        sub = ArgumentParser(description=function.__doc__, exit_on_error=False)
+        if name in STUDY_COMMANDS:
+            sub.add_argument("--config", action=ActionConfigFile, help="study YAML (may be given first, without --config)")
+            sub.add_class_arguments(Study, nested_key=None)
+            sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
+        else:
+            sub.add_function_arguments(function, fail_untyped=False, as_positional=True)
+        commands.add_subcommand(name, sub, help=(function.__doc__ or "").splitlines()[0])
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("FLARE_DEBUG") == "1"
+    argv = [a for a in argv if a != "--debug"]
+    # `flare compare study.yaml ...`: a YAML right after a study command is its --config
+    if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")):
+        if not Path(argv[1]).is_file():
+            print(f"flare: error: {argv[1]}: config file not found", file=sys.stderr)
+            return 2
+        argv[1:2] = ["--config", argv[1]]
+    try:
+        from flare.settings import Study, from_dict
+
+        parser = _parser()
+        if not argv or argv[0] in ("-h", "--help"):
+            parser.print_help()
+            return 0
+        args = parser.parse_args(argv).as_dict()
+        name = args.pop("command")
+        values = args.pop(name)
+        values.pop("config", None)
+        function = COMMANDS[name]
+        if name in STUDY_COMMANDS:
+            fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
+            values["study"] = from_dict(Study, fields).validate()
+        result = function(**values)
+        if result is not None:
+            print(json.dumps(result, indent=2, default=str) if isinstance(result, (dict, list)) else result)
+        return 0
+    except FlareError as error:
+        if debug:
+            raise
+        print(f"flare: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("flare: interrupted; finished work is saved, rerun the same command to continue", file=sys.stderr)
+        return 130
+    except Exception as error:  # argument errors from jsonargparse
+        if debug or type(error).__name__ not in ("ArgumentError", "NSKeyError"):
+            raise
+        message = " ".join(str(error).split())
+        print(f"flare: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

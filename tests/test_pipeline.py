@@ -1,0 +1,153 @@
+"""The study pipeline and CLI end to end on tiny random models and a few rows of real NusaX."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM, XLMRobertaConfig, XLMRobertaModel
+
+from flare.cli import main
+from flare.formats import FormatSettings, PairFormatter
+from flare.pipeline import Pipeline, compare, plan
+from flare.settings import DataSettings, StageSettings, Study
+from flare.tasks import get_task
+from flare.train import fit
+from tiny_tokenizers import decoder_tokenizer, encoder_tokenizer
+
+ALL = ["zero-shot", "translate-test", "translate-train", "input-fusion", "flare"]
+
+
+def _texts(data_dir):
+    task = get_task("nusax")
+    words = ["Sentiment", ":", "negative", "neutral", "positive"]
+    return words + [e.fields["text"] for lang in ("eng", "jav", "sun") for split in ("train", "valid", "test")
+                    for e in task.load(split, lang, data_dir)[:24]]
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory, data_dir):
+    tok = encoder_tokenizer(_texts(data_dir))
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, pad_token_id=0, max_position_embeddings=80)
+    path = tmp_path_factory.mktemp("encoder")
+    XLMRobertaModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder(tmp_path_factory, data_dir):
+    tok = decoder_tokenizer(_texts(data_dir))
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, bos_token_id=1, eos_token_id=2)
+    path = tmp_path_factory.mktemp("decoder")
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _study(model, out, data_dir, **overrides) -> Study:
+    stage = StageSettings(epochs=2, batch_size=8, learning_rate=2e-3, eval_batch_size=16)
+    values = dict(task="nusax", model=str(model), languages=["jav", "sun"], methods=ALL, fusions=["add_relu"], seeds=[1],
+                  output_dir=str(out), data=DataSettings(data_dir=str(data_dir), max_train=16, max_valid=8, max_test=12, max_length=24),
+                  stage1=stage, stage2=stage)
+    return Study(**{**values, **overrides})
+
+
+@pytest.mark.parametrize("model", ["tiny_encoder", "tiny_decoder"])
+def test_compare_runs_every_method_for_two_languages_and_writes_the_report(model, request, tmp_path, data_dir):
+    study = _study(request.getfixturevalue(model), tmp_path / "study", data_dir)
+    results = compare(study)
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    assert {(r["method"], r["language"]) for r in records} == {(m, lang) for m in ALL for lang in ("jav", "sun")}
+    assert all(r["n_test"] == 12 and 0 <= r["score"] <= 100 and r["metric"] == "macro_f1" for r in records)
+    for name in ("results.csv", "results.md", "results.png", "study.yaml", "stage1/model/config.json"):
+        assert (tmp_path / "study" / name).is_file(), name
+    assert "FLARE (add_relu)" in (tmp_path / "study" / "results.md").read_text()
+    assert (tmp_path / "study/runs/flare-add_relu/jav/seed1/adapter/flare_config.json").is_file()
+    assert not (tmp_path / "study/runs/flare-add_relu/jav/seed1/checkpoint").exists()  # recorded runs drop resume state
+
+
+def test_rerun_skips_recorded_runs_and_continues_after_an_interruption(tiny_encoder, tmp_path, data_dir, monkeypatch):
+    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "flare"], languages=["jav"], seeds=[1, 2])
+    original = Pipeline.run
+    calls = []
+
+    def interrupted(self, run, stage1_dir):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(run)
+        return original(self, run, stage1_dir)
+
+    monkeypatch.setattr(Pipeline, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare(study)
+    first = (tmp_path / "study" / "results.jsonl").read_text().splitlines()
+    assert len(first) == 2
+    monkeypatch.setattr(Pipeline, "run", original)
+    executed = []
+    monkeypatch.setattr(Pipeline, "run", lambda self, run, d: executed.append(run) or original(self, run, d))
+    compare(study)
+    lines = (tmp_path / "study" / "results.jsonl").read_text().splitlines()
+    assert lines[:2] == first and len(lines) == len(plan(study)) == 3
+    assert [(r.method, r.seed) for r in executed] == [("flare", 2)]
+
+
+def test_training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends(tiny_encoder, tmp_path, data_dir):
+    task = get_task("nusax")
+    pairs = task.load_pairs("train", "jav", data_dir)[:24]
+    settings = StageSettings(epochs=3, batch_size=8, learning_rate=1e-3)
+
+    def trained(run_dir, stop=None):
+        from flare.modeling import adapt, flare_config, load_backbone
+
+        backbone, tok, family = load_backbone(str(tiny_encoder), task, seed=0)
+        model = adapt(backbone, flare_config(_study(tiny_encoder, tmp_path, data_dir).adapter, task, family))
+        formatter = PairFormatter(task, tok, family, "flare", FormatSettings(max_length=24))
+        fit(model, pairs, formatter, settings, seed=3, run_dir=run_dir, stop_after_steps=stop)
+        return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+
+    reference = trained(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        trained(tmp_path / "resumed", stop=5)  # mid-epoch 2: epoch 1 is checkpointed
+    assert json.loads((tmp_path / "resumed/checkpoint/state.json").read_text())["epoch"] == 1
+    resumed = trained(tmp_path / "resumed")
+    assert reference.keys() == resumed.keys()
+    for name in reference:
+        assert torch.equal(reference[name], resumed[name]), name
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--methods", "[flarex]"], "methods: unknown method 'flarex'"),
+    (["--languages", "[xx]"], "task nusax has no language 'xx'"),
+    (["--fusions", "[concat]"], "fusions: unknown fusion 'concat'"),
+    (["--model", "/no/such/model"], "model: /no/such/model is not a model directory"),
+    (["--stage2.learning_rate", "fast"], "stage2.learning_rate"),
+])
+def test_invalid_settings_fail_before_any_work_with_one_line(tmp_path, capsys, args, message, data_dir):
+    config = tmp_path / "study.yaml"
+    config.write_text(f"task: nusax\nlanguages: [jav]\noutput_dir: {tmp_path / 'out'}\ndata: {{data_dir: {data_dir}}}\n")
+    assert main(["compare", str(config), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_malformed_yaml_and_unknown_keys(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: nusax\nlanguages: [jav\n")
+    assert main(["compare", str(bad)]) == 2
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("task: nusax\nlanguage: [jav]\n")
+    assert main(["compare", str(unknown)]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 2 and all(e.startswith("flare: error:") for e in errors)
+
+
+def test_cli_entry_point_runs_as_a_command(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "flare.cli", "report", str(tmp_path / "missing.jsonl")], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip().startswith("flare: error:") and "Traceback" not in out.stderr
