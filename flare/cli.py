@@ -16,12 +16,16 @@ from pathlib import Path
 from flare.errors import FlareError
 
 
-def compare(study) -> Path:
+def compare(study, time_budget_minutes: float = 0.0) -> Path:
     """Run (or continue) a study: stage 1 once, then methods x target languages x seeds; writes
-    results.jsonl, results.csv, results.md and results.png to the output directory."""
+    results.jsonl, results.csv, results.md and results.png to the output directory.
+
+    Args:
+        time_budget_minutes: start no new run after this long (0: no limit); rerun to continue.
+    """
     from flare.pipeline import compare as run_compare
 
-    return run_compare(study)
+    return run_compare(study, time_budget_minutes)
 
 
 def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu") -> dict:
@@ -153,8 +157,10 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         argv[1:2] = ["--config", argv[1]]
     try:
+        from flare.pipeline import quiet_libraries
         from flare.settings import Study, from_dict
 
+        quiet_libraries()
         parser = _parser()
         if not argv or argv[0] in ("-h", "--help"):
             parser.print_help()

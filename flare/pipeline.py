@@ -21,7 +21,7 @@ from typing import Any
 import torch
 import yaml
 
-from flare.data import Example, Pair
+from flare.data import Example, LoadStats, Pair
 from flare.errors import FlareError
 from flare.evaluate import evaluate
 from flare.files import write_atomically
@@ -58,13 +58,29 @@ class Run:
 
 
 def plan(study: Study) -> list[Run]:
-    """Every run of the study. Zero-shot and translate-test train nothing: one seed suffices."""
+    """Every run of the study, seed by seed and language by language, so that an interrupted
+    study has complete comparisons for the seeds it finished. Zero-shot and translate-test train
+    nothing: one seed suffices."""
     runs = []
-    for method in study.methods:
-        fusions = study.fusions if method in ("flare", "flare-mt") else [None]
-        seeds = study.seeds[:1] if method in ("zero-shot", "translate-test") else study.seeds
-        runs += [Run(method, fusion, language, seed) for fusion in fusions for language in study.languages for seed in seeds]
+    for seed in study.seeds:
+        for language in study.languages:
+            for method in study.methods:
+                if method in ("zero-shot", "translate-test") and seed != study.seeds[0]:
+                    continue
+                fusions = study.fusions if method in ("flare", "flare-mt") else [None]
+                runs += [Run(method, fusion, language, seed) for fusion in fusions]
     return runs
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for progress and results: no weight-loading reports or deprecation noise."""
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
 
 
 class Pipeline:
@@ -96,10 +112,11 @@ class Pipeline:
             train, valid = train[: -data.valid_size], train[-data.valid_size:]
         return self._limit(train, data.max_train), self._limit(valid, data.max_valid)
 
-    def _test(self, language: str) -> list[Pair]:
-        data = self.study.data
-        pairs = self.task.load_pairs(data.test_split, language, data.data_dir, data.translations_dir, data.source)
-        return self._limit(pairs, data.max_test)
+    def _test(self, language: str) -> tuple[list[Pair], LoadStats]:
+        """Test pairs, and what loading them skipped (e.g. QA answers lost in translation)."""
+        data, stats = self.study.data, LoadStats()
+        pairs = self.task.load_pairs(data.test_split, language, data.data_dir, data.translations_dir, data.source, stats=stats)
+        return self._limit(pairs, data.max_test), stats
 
     # ----------------------------------------------------------------- stages
 
@@ -145,13 +162,13 @@ class Pipeline:
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
             model.save_pretrained(run_dir / "adapter")
-        test = self._test(run.language)
+        test, stats = self._test(run.language)
         metrics = evaluate(model, formatter, test, self.study.stage2.eval_batch_size, extra)
         return {
             "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
             "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
-            "metrics": metrics, "n_test": len(test), "source": self.study.data.source, **summary,
+            "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source, **summary,
             "wall_time_s": round(time.perf_counter() - start, 1), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
@@ -180,7 +197,10 @@ class Pipeline:
 
         return {r["run_id"]: r for r in load_results(self.results_path)} if self.results_path.is_file() else {}
 
-    def compare(self) -> Path:
+    def compare(self, time_budget_minutes: float = 0.0) -> Path:
+        """Run what is not recorded yet. With a time budget, no new run starts once it is spent
+        (long studies run in chunks; each chunk adds to results.jsonl)."""
+        deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
         self.out.mkdir(parents=True, exist_ok=True)
         write_atomically(self.out / "study.yaml", yaml.safe_dump(study_to_dict(self.study), sort_keys=False))
         done = self.done()
@@ -189,15 +209,19 @@ class Pipeline:
         if todo:
             stage1_dir = self.stage1()
             for number, run in enumerate(todo, 1):
+                if deadline is not None and time.perf_counter() > deadline:
+                    print(f"time budget spent: {len(todo) - number + 1} runs left for the next chunk", flush=True)
+                    break
                 print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
                 record = self.run(run, stage1_dir)
                 self._append(record)
                 print(f"    {self.task.metric} {record['score']:.2f}  ({record['wall_time_s']} s)", flush=True)
                 checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
-        from flare.report import report
+        if self.results_path.is_file():
+            from flare.report import report
 
-        report(self.results_path, self.out)
+            report(self.results_path, self.out)
         return self.results_path
 
     def _append(self, record: dict[str, Any]) -> None:
@@ -206,6 +230,6 @@ class Pipeline:
         write_atomically(self.results_path, existing + json.dumps(record, ensure_ascii=False) + "\n")
 
 
-def compare(study: Study) -> Path:
+def compare(study: Study, time_budget_minutes: float = 0.0) -> Path:
     """Run (or continue) a study; returns the path of results.jsonl."""
-    return Pipeline(study).compare()
+    return Pipeline(study).compare(time_budget_minutes)

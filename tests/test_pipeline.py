@@ -151,3 +151,45 @@ def test_malformed_yaml_and_unknown_keys(tmp_path, capsys):
 def test_cli_entry_point_runs_as_a_command(tmp_path):
     out = subprocess.run([sys.executable, "-m", "flare.cli", "report", str(tmp_path / "missing.jsonl")], capture_output=True, text=True)
     assert out.returncode == 2 and out.stderr.strip().startswith("flare: error:") and "Traceback" not in out.stderr
+
+
+def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(tiny_encoder, tmp_path, tmp_path_factory, data_dir):
+    from safetensors.torch import load_file
+
+    from _tiny_mt import shared_tiny_nllb
+
+    mt_model = shared_tiny_nllb(tmp_path_factory, data_dir)
+    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["flare-mt"], languages=["jav"], mt_model=str(mt_model))
+    record = json.loads(compare(study).read_text().splitlines()[0])
+    assert record["method"] == "flare-mt" and record["label"] == "FLARE-MT (add_relu)" and record["n_test"] == 12
+    weights = load_file(tmp_path / "study/runs/flare-mt-add_relu/jav/seed1/adapter/flare_weights.safetensors")
+    assert weights["source_projection.weight"].shape == (32, 32)  # NLLB width -> XLM-R width
+
+
+def test_flare_mt_needs_an_mt_model(tiny_encoder, tmp_path, data_dir):
+    from flare.errors import FlareError
+
+    with pytest.raises(FlareError, match="mt_model"):
+        compare(_study(tiny_encoder, tmp_path / "study", data_dir, methods=["flare-mt"]))
+
+
+def test_shipped_study_configs_are_valid():
+    from pathlib import Path
+
+    from flare.settings import load_study
+
+    root = Path(__file__).resolve().parents[1]
+    configs = sorted((root / "benchmarks/reproduce").glob("*.yaml")) + sorted((root / "examples/studies").glob("*.yaml"))
+    assert len(configs) >= 5
+    for path in configs:
+        study = load_study(path)
+        if not study.model.startswith("meta-llama"):  # hub ids are checked when loaded
+            study.validate()
+
+
+def test_time_budget_stops_starting_new_runs(tiny_encoder, tmp_path, data_dir):
+    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "translate-test"], languages=["jav"])
+    compare(study, time_budget_minutes=1e-9)  # spent before the first run
+    assert not (tmp_path / "study" / "results.jsonl").exists()
+    compare(study)
+    assert len((tmp_path / "study" / "results.jsonl").read_text().splitlines()) == 2
