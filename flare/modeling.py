@@ -93,14 +93,27 @@ def adapt(backbone: torch.nn.Module, config: FlareConfig) -> FlareModel:
     return get_flare_model(backbone, config)
 
 
-def merge_and_save(model: FlareModel, tokenizer: Any, directory: Path) -> None:
+def merge_and_save(model: FlareModel, tokenizer: Any, directory: Path, original: str | None = None, task: Task | None = None) -> None:
     """Merge a trained LoRA into its base (W <- W + s B A) and save the English task model.
 
-    For a 4-bit base, PEFT de-quantises, adds and re-quantises, which rounds the update; saving
-    the merged weights de-quantised keeps stage 2 loading simple (documented in the README)."""
+    A 4-bit base is not merged in place: that would de-quantise, add and re-quantise (PEFT's
+    merge), adding a second rounding on top of the first and tying the saved model to
+    bitsandbytes. Instead the adapter goes onto a full-precision copy of the `original` weights,
+    merges exactly, and is saved in full precision; stage 2 quantises it once when it loads it."""
+    from flare.adapter import load_flare_model
     from flare.files import atomic_dir
 
-    merged = model.peft_model.merge_and_unload()
     with atomic_dir(directory) as staging:
+        if getattr(model.backbone, "is_loaded_in_4bit", False):
+            if original is None or task is None:
+                raise FlareError("merging into a 4-bit base needs the original model and task")
+            model.save_pretrained(staging / "adapter")
+            full, _, _ = load_backbone(original, task)
+            merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
+            import shutil
+
+            shutil.rmtree(staging / "adapter")
+        else:
+            merged = model.peft_model.merge_and_unload()
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)

@@ -131,7 +131,7 @@ class Pipeline:
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
         result = fit(model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
                      lambda m: self._select_score(m, formatter, valid), description="stage 1 (en)")
-        merge_and_save(model, tokenizer, model_dir)
+        merge_and_save(model, tokenizer, model_dir, self.study.model, self.task)
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(result.__dict__, indent=2, default=str))
         return model_dir
 
@@ -143,7 +143,7 @@ class Pipeline:
         """One method on one language with one seed; returns its result record."""
         start = time.perf_counter()
         view = VIEWS[run.method]
-        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task)
+        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task, self.study.load_in_4bit)
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}

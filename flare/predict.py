@@ -40,7 +40,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     if not (stage1 / "config.json").is_file():
         raise FlareError(f"predict: no stage-1 model in {stage1}; run `flare compare` or `flare train` first")
     run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed)
-    backbone, tokenizer, family = load_backbone(str(stage1), task)
+    backbone, tokenizer, family = load_backbone(str(stage1), task, study.load_in_4bit)
     model = backbone
     if method not in ("zero-shot", "translate-test"):
         adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"

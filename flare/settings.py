@@ -38,6 +38,8 @@ class StageSettings:
         gradient_checkpointing: recompute activations in backward to save memory.
         mixed_precision: "no", "bf16" or "fp16" (GPU only).
         select_best: keep the epoch with the best validation score (else the last epoch).
+        tensorboard: also log loss, learning rate and validation score for TensorBoard.
+        wandb_project: also log to this Weights & Biases project (needs `pip install wandb`).
     """
 
     learning_rate: float = 5e-4
@@ -51,6 +53,8 @@ class StageSettings:
     gradient_checkpointing: bool = False
     mixed_precision: str = "no"
     select_best: bool = True
+    tensorboard: bool = True
+    wandb_project: str | None = None
 
 
 @dataclass

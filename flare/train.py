@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, DataLoaderConfiguration
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
 from flare.settings import StageSettings
 
@@ -85,8 +86,10 @@ def fit(
         description: label of the progress bar.
         stop_after_steps: stop abruptly after this many optimizer steps (tests of resumption).
     """
+    # split_batches: under `accelerate launch` each process takes its share of every batch, so
+    # N processes train exactly like one process with the same batch size
     accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation,
-                              cpu=not torch.cuda.is_available())
+                              cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True))
     torch.manual_seed(seed)
     names = list(_trainable(model))
     params = list(_trainable(model).values())
@@ -118,14 +121,16 @@ def fit(
             best = load_file(checkpoint / "best.safetensors")
 
     log_path = run_dir / "train_log.csv"
+    loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
     for epoch in range(state["epoch"], settings.epochs):
         model.train()
         order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
         loader = DataLoader(list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate)
+        loader = accelerator.prepare_data_loader(loader)
         losses, start = [], time.perf_counter()
-        bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True)
+        bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not accelerator.is_main_process)
         for batch in bar:
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -137,10 +142,13 @@ def fit(
             losses.append(loss.item())
             if accelerator.sync_gradients:
                 state["step"] += 1
+                if loggers:
+                    loggers.step(state["step"], losses[-1], scheduler.get_last_lr()[0])
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
             if stop_after_steps is not None and state["step"] >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {state['step']} steps (stop_after_steps)")
-        score = evaluate(model) if evaluate is not None else None
+        # every process scores the whole validation set with the unwrapped model: same selection
+        score = evaluate(accelerator.unwrap_model(model)) if evaluate is not None else None
         row = {"epoch": epoch + 1, "step": state["step"], "train_loss": sum(losses) / max(len(losses), 1),
                "valid_score": score, "seconds": round(time.perf_counter() - start, 2)}
         state["history"].append(row)
@@ -150,8 +158,13 @@ def fit(
             best = {n: p.detach().cpu().clone() for n, p in _trainable(accelerator.unwrap_model(model)).items()}
         state["epoch"] = epoch + 1
         state["scheduler"] = scheduler.state_dict()
-        _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, names, state, best)
-        _write_log(log_path, state["history"])
+        if accelerator.is_main_process:
+            _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, names, state, best)
+            _write_log(log_path, state["history"])
+            loggers.epoch(row)
+        accelerator.wait_for_everyone()
+    if loggers:
+        loggers.close()
 
     unwrapped = accelerator.unwrap_model(model)
     if best:
@@ -159,6 +172,42 @@ def fit(
             for name, param in _trainable(unwrapped).items():
                 param.copy_(best[name].to(param.device))
     return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"])
+
+
+class _Loggers:
+    """TensorBoard and (optionally) Weights & Biases, beside the CSV log."""
+
+    def __init__(self, settings: StageSettings, run_dir: Path, name: str) -> None:
+        self.writer = self.wandb = None
+        if settings.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        if settings.wandb_project:
+            try:
+                import wandb
+            except ImportError:
+                raise FlareError("wandb_project is set but wandb is not installed (pip install wandb)") from None
+            self.wandb = wandb.init(project=settings.wandb_project, name=name, dir=str(run_dir), reinit=True)
+
+    def step(self, step: int, loss: float, learning_rate: float) -> None:
+        if self.writer:
+            self.writer.add_scalar("train/loss", loss, step)
+            self.writer.add_scalar("train/learning_rate", learning_rate, step)
+        if self.wandb:
+            self.wandb.log({"train/loss": loss, "train/learning_rate": learning_rate}, step=step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if self.writer and row["valid_score"] is not None:
+            self.writer.add_scalar("valid/score", row["valid_score"], row["step"])
+        if self.wandb and row["valid_score"] is not None:
+            self.wandb.log({"valid/score": row["valid_score"]}, step=row["step"])
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+        if self.wandb:
+            self.wandb.finish()
 
 
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
