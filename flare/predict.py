@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from flare.adapter import load_flare_model
-from flare.data import Example, Pair
+from flare.adapter.io import check_adapter_dir
+from flare.data import Example, Pair, require_text
 from flare.errors import FlareError
 from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
@@ -21,39 +22,73 @@ def _example(task, text: str, language: str, number: int) -> Example:
     parts = text.split("\t")
     if len(parts) != len(fields):
         raise FlareError(f"input {number}: expected {len(fields)} tab-separated field(s) ({', '.join(fields)}), got {len(parts)}")
-    return Example(id=str(number), language=language, fields=dict(zip(fields, parts)))
+    return Example(id=str(number), language=language, fields={f: require_text(p, f"input {number}", f) for f, p in zip(fields, parts)})
+
+
+def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path) -> list[str]:
+    """Translate target-language inputs into English on the fly (cached like `flare translate`).
+    Tab-separated fields are translated one by one."""
+    from flare.languages import resolve_language
+    from flare.translate import Seq2SeqTranslator, TranslationCache, translate_texts
+
+    columns = list(zip(*(t.split("\t") for t in texts)))
+    translator, cache = Seq2SeqTranslator(mt_model), TranslationCache(cache_dir / "translation_cache.sqlite")
+    src, tgt = resolve_language(language), resolve_language(source_language)
+    translated = [translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False) for c in columns]
+    rows = list(zip(*translated))
+    for number, fields in enumerate(rows):
+        if not all(f.strip() for f in fields):
+            raise FlareError(f"predict: {mt_model} translated input {number} to empty text; pass --english instead")
+    return ["\t".join(fields) for fields in rows]
 
 
 def predict_texts(study: Study, language: str, texts: list[str], english: list[str] | None, method: str = "flare",
                   fusion: str = "add_relu", seed: int = 1) -> list[str]:
-    """Predicted labels (classification) or answers (QA) for the texts, in order."""
+    """Predicted labels (classification) or answers (QA) for the texts, in order. The English side
+    (flare, input-fusion, translate-test) is `english` when given, else translated on the fly
+    with study.mt_model; flare-mt feeds study.mt_model's encoder states instead."""
     task = get_task(study.task)
     task.check_language(language)
-    if method == "flare-mt":
-        raise FlareError("predict: flare-mt inputs come from the MT encoder; use the Python API (flare.mt_encoder) for now")
-    if method == "flare" and english is None:
-        raise FlareError("predict: flare needs the English translation of each input (--english)")
-    if english is not None and len(english) != len(texts):
-        raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")
+    if method not in VIEWS:
+        raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(VIEWS)}")
+    view = VIEWS[method]
     out = Path(study.output_dir)
     stage1 = out / "stage1" / "model"
     if not (stage1 / "config.json").is_file():
         raise FlareError(f"predict: no stage-1 model in {stage1}; run `flare compare` or `flare train` first")
+    if english is not None and len(english) != len(texts):
+        raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")
+    targets = [_example(task, t, language, i) for i, t in enumerate(texts)]  # bad inputs fail before any loading
+    needs_english = view in ("flare", "input_fusion", "source")
+    if needs_english and english is None:
+        if not study.mt_model:
+            raise FlareError(f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly")
+        english = english_side(texts, language, task.source_language, study.mt_model, out / "translations")
+    if method == "flare-mt" and not study.mt_model:
+        raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
     run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed)
+    adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"
+    if method not in ("zero-shot", "translate-test"):
+        check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
     backbone, tokenizer, family = load_backbone(str(stage1), task, study.load_in_4bit)
     model = backbone
     if method not in ("zero-shot", "translate-test"):
-        adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"
         model = load_flare_model(backbone, adapter)
-    targets = [_example(task, t, language, i) for i, t in enumerate(texts)]
     items = targets
-    if english is not None:
+    if needs_english:
         items = [Pair(_example(task, e, task.source_language, i), t, "given") for i, (e, t) in enumerate(zip(english, targets))]
-    view = VIEWS[method]
-    if view in ("flare", "input_fusion", "source") and english is None:
-        raise FlareError(f"predict: {method} needs the English translation of each input (--english)")
+    extra = None
+    if method == "flare-mt":
+        from flare.mt_encoder import MTEncoder
+
+        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length)
+
+        def extra(chunk):
+            states, mask = encoder.encode([" ".join(ex.fields.values()) for ex in chunk], language)
+            return {"source_states": states, "source_attention_mask": mask}
+
     formatter = PairFormatter(task, tokenizer, family, view, FormatSettings(max_length=study.data.max_length))
-    predictions = predict(model, formatter, items, study.stage2.eval_batch_size, progress=False)
+    predictions = predict(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False)
     ids = [str(i) for i in range(len(texts))]
     if task.type == "classification":
         return [task.labels[predictions[i]] for i in ids]
