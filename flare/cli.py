@@ -3,11 +3,13 @@ docstring is the help. Study settings (flare/settings.py) come from a YAML file 
 overridable field by field (`flare compare study.yaml --stage2.learning_rate 1e-4`).
 
 Errors a user can fix print one line on stderr and exit with status 2; set FLARE_DEBUG=1 (or
-pass --debug) for the traceback.
+pass --debug) for the traceback. Ctrl-C exits with status 130 after saying how to continue: work
+is saved at every epoch (training), batch (translation) and finished run.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sys
@@ -32,10 +34,14 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
     """Train and evaluate one run of a study (stage 1 is trained first if missing)."""
     from flare.pipeline import Pipeline, Run
 
-    pipeline = Pipeline(study)
-    if method not in study.methods:
-        study.methods.append(method)
-    record = pipeline.run(Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed), pipeline.stage1())
+    fused = method in ("flare", "flare-mt")
+    for values, value in ((study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)):
+        if value is not None and value not in values:
+            values.append(value)
+    pipeline = Pipeline(study)  # validates the study with this run's method, language and fusion
+    run = Run(method, fusion if fused else None, language, seed)
+    pipeline.check([run])
+    record = pipeline.run(run, pipeline.stage1())
     pipeline._append(record)
     return record
 
@@ -47,8 +53,12 @@ def evaluate(study, language: str, method: str = "zero-shot") -> dict:
 
     if method not in ("zero-shot", "translate-test"):
         raise FlareError(f"evaluate: method must be zero-shot or translate-test, got {method!r}")
+    if language not in study.languages:
+        study.languages.append(language)
     pipeline = Pipeline(study)
-    return pipeline.run(Run(method, None, language, study.seeds[0]), pipeline.stage1())
+    run = Run(method, None, language, study.seeds[0])
+    pipeline.check([run])
+    return pipeline.run(run, pipeline.stage1())
 
 
 def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, translations_dir: str,
@@ -141,9 +151,35 @@ def _parser():
             sub.add_class_arguments(Study, nested_key=None)
             sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
         else:
-            sub.add_function_arguments(function, fail_untyped=False, as_positional=True)
+            sub.add_function_arguments(function, fail_untyped=False, as_positional=name == "report")
         commands.add_subcommand(name, sub, help=(function.__doc__ or "").splitlines()[0])
     return parser
+
+
+def _check_config(path: str) -> None:
+    """A study YAML must be UTF-8, valid YAML (safe loader: no Python objects) and a mapping; the
+    argument parser reads it only after this check, so every problem is one line naming the file."""
+    import yaml
+
+    from flare.files import read_text
+
+    if not Path(path).is_file():
+        raise FlareError(f"{path}: config file not found")
+    try:
+        values = yaml.safe_load(read_text(path))
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise FlareError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})") from None
+    if not isinstance(values, (dict, type(None))):
+        raise FlareError(f"{path}: a study file must be a YAML mapping of settings, got {type(values).__name__}")
+
+
+def _close_progress_bars() -> None:
+    """Clear the progress bars an interruption left open, so the message gets a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", [])):
+        bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,11 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = [a for a in argv if a != "--debug"]
     # `flare compare study.yaml ...`: a YAML right after a study command is its --config
     if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")):
-        if not Path(argv[1]).is_file():
-            print(f"flare: error: {argv[1]}: config file not found", file=sys.stderr)
-            return 2
         argv[1:2] = ["--config", argv[1]]
     try:
+        for flag, value in itertools.pairwise(argv):
+            if flag == "--config":
+                _check_config(value)
         from flare.pipeline import quiet_libraries
         from flare.settings import Study, from_dict
 
@@ -183,14 +219,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"flare: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
+        if debug:
+            raise
+        _close_progress_bars()
         print("flare: interrupted; finished work is saved, rerun the same command to continue", file=sys.stderr)
         return 130
-    except Exception as error:  # argument errors from jsonargparse
-        if debug or type(error).__name__ not in ("ArgumentError", "NSKeyError"):
+    except OSError as error:  # a folder that cannot be created or written, a full disk...
+        if debug:
+            raise
+        where = f"{error.filename}: " if error.filename else ""
+        print(f"flare: error: {where}{error.strerror or error}", file=sys.stderr)
+        return 2
+    except Exception as error:
+        if debug:
             raise
         message = " ".join(str(error).split())
-        print(f"flare: error: {message}", file=sys.stderr)
-        return 2
+        if type(error).__name__ in ("ArgumentError", "NSKeyError"):  # argument errors from jsonargparse
+            print(f"flare: error: {message}", file=sys.stderr)
+            return 2
+        print(f"flare: internal error: {type(error).__name__}: {message[:300]} (--debug or FLARE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ import yaml
 
 from flare.data import ColumnSpec
 from flare.errors import FlareError
+from flare.files import read_text
 from flare.tasks import QA_METRICS, PromptTemplate, Task
 
 _KEYS = {
@@ -108,9 +109,10 @@ def task_from_yaml(path: Path) -> Task:
     if not path.is_file():
         raise FlareError(f"{where}: task file not found")
     try:
-        spec = yaml.safe_load(path.read_text(encoding="utf-8"))
+        spec = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
-        raise FlareError(f"{where}: invalid YAML ({type(err).__name__})") from None
+        mark = getattr(err, "problem_mark", None)
+        raise FlareError(f"{where}:{f' line {mark.line + 1}' if mark else ''} invalid YAML ({getattr(err, 'problem', None) or type(err).__name__})") from None
     if not isinstance(spec, dict):
         raise FlareError(f"{where}: a task file must be a YAML mapping")
     unknown = sorted(set(spec) - _KEYS)

@@ -8,6 +8,7 @@ counted from 1 and exclude a header line.
 from __future__ import annotations
 
 import csv
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from flare.errors import FlareError
+from flare.files import read_text
 
 PairKind = Literal["gold", "machine"]
 
@@ -118,7 +120,7 @@ def read_xnli_tsv(path: Path, language: str, labels: Sequence[str]) -> list[Exam
     """XTREME-layout XNLI: `premise \\t hypothesis [\\t label]`, no header. The files contain no
     quote characters, so a plain split is exact (csv quoting rules would mangle other layouts)."""
     examples = []
-    with open(path, encoding="utf-8", newline="") as handle:
+    with io.StringIO(read_text(path), newline="") as handle:
         for row, line in enumerate(handle, start=1):
             line = line.rstrip("\r\n")
             if not line:
@@ -137,8 +139,7 @@ def read_squad_json(path: Path, language: str, stats: LoadStats | None = None) -
     """SQuAD-1.1 JSON (TyDiQA-GoldP). Offsets are checked against the context; questions without
     any answer cannot train or be scored with SQuAD v1.1, so they are skipped and counted."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            articles = json.load(handle)["data"]
+        articles = json.loads(read_text(path))["data"]
     except (json.JSONDecodeError, KeyError, TypeError) as err:
         raise FlareError(f"{path}: not SQuAD-format JSON with a top-level 'data' list ({type(err).__name__})") from None
     examples, seen = [], set()
@@ -164,19 +165,29 @@ def read_squad_json(path: Path, language: str, stats: LoadStats | None = None) -
 # --- Custom datasets: CSV / TSV / JSONL / Parquet -------------------------------------------------
 
 
+_EXTRA = "\0extra"  # where csv puts the values of a row longer than its header
+
+
 def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     """Rows of a table file as dicts, plus the column names, chosen by file suffix."""
     suffix = path.suffix.lower()
     if not path.is_file():
         raise FlareError(f"{path}: file not found")
     if suffix in (".csv", ".tsv"):
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",", restkey=_EXTRA)
+        try:
             rows = list(reader)
-            return rows, list(reader.fieldnames or [])
+        except csv.Error as error:
+            raise FlareError(f"{path}: line {reader.line_num} is not valid {suffix[1:].upper()} ({error})") from None
+        columns = list(reader.fieldnames or [])
+        for number, row in enumerate(rows, start=1):
+            if _EXTRA in row or None in row.values():  # longer or shorter than the header
+                found = len(columns) + len(row[_EXTRA]) if _EXTRA in row else sum(v is not None for v in row.values())
+                raise FlareError(f"{path}: row {number} has {found} fields but the header names {len(columns)}")
+        return rows, columns
     if suffix == ".jsonl":
         rows = []
-        with open(path, encoding="utf-8") as handle:
+        with io.StringIO(read_text(path)) as handle:
             for number, line in enumerate(handle, start=1):
                 if not line.strip():
                     continue
@@ -192,7 +203,10 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if suffix == ".parquet":
         import pyarrow.parquet as pq  # imported lazily: only custom Parquet datasets need it
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
+            raise FlareError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
         return table.to_pylist(), list(table.column_names)
     raise FlareError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl, .parquet or SQuAD .json)")
 

@@ -1,5 +1,6 @@
 """Crash-safe file writing: every output goes to a temporary file in the same folder and is then
-renamed into place, so a reader (or a resumed run) never sees half a file."""
+renamed into place, so a reader (or a resumed run) never sees half a file. Text inputs are read
+through `read_text`, which turns a wrong encoding into one line naming the file and line."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+from flare.errors import FlareError
 
 
 @contextlib.contextmanager
@@ -46,10 +49,35 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         if path.exists():
             retired = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
             os.replace(path, retired / path.name)
-            os.replace(staging, path)
+            try:
+                os.replace(staging, path)
+            except BaseException:  # e.g. Ctrl-C between the two renames: put the old one back
+                if not path.exists():
+                    os.replace(retired / path.name, path)
+                    retired.rmdir()
+                raise
             shutil.rmtree(retired, ignore_errors=True)
         else:
             os.replace(staging, path)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def read_text(path: str | os.PathLike) -> str:
+    """A UTF-8 text file (a UTF-8 byte-order mark is dropped); any other encoding is a FlareError
+    naming the file and the line of the first undecodable byte."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise FlareError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise FlareError(f"{path}: is a directory, not a file") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise FlareError(f"{path}: is UTF-16 text; save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data[: error.start].count(b"\n") + 1
+        raise FlareError(f"{path}: line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8") from None

@@ -11,6 +11,7 @@ adapter), results.jsonl, and the report (results.csv/.md/.png).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -131,8 +132,13 @@ class Pipeline:
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
         result = fit(model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
                      lambda m: self._select_score(m, formatter, valid), description="stage 1 (en)")
+        english_test = self._limit(self.task.load(self.study.data.test_split, self.task.source_language, self.study.data.data_dir),
+                                   self.study.data.max_test)
+        test_metrics = evaluate(model, formatter, english_test, self.study.stage1.eval_batch_size, progress=False)
+        print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
         merge_and_save(model, tokenizer, model_dir, self.study.model, self.task)
-        write_atomically(self.out / "stage1" / "summary.json", json.dumps(result.__dict__, indent=2, default=str))
+        summary = {**result.__dict__, "english_test": test_metrics}
+        write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
 
     def _select_score(self, model, formatter: PairFormatter, items: list) -> float:
@@ -150,12 +156,12 @@ class Pipeline:
         if run.method in ("zero-shot", "translate-test"):
             model = backbone
         else:
-            torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+            train, valid = self._splits(run.language)
             source_dim = None
             if run.method == "flare-mt":
-                extra, source_dim = self._mt_inputs(run.language, family)
+                extra, source_dim = self._mt_inputs(run.language, train + valid + self._test(run.language)[0])
+            torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
             model = adapt(backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim))
-            train, valid = self._splits(run.language)
             collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
                          lambda m: evaluate(m, formatter, valid, self.study.stage2.eval_batch_size, extra, progress=False)[self.task.metric],
@@ -172,16 +178,21 @@ class Pipeline:
             "wall_time_s": round(time.perf_counter() - start, 1), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
 
-    def _mt_inputs(self, language: str, family: str):
-        """FLARE-MT: the MT encoder's states of the target text, as extra model inputs."""
-        from flare.mt_encoder import MTEncoder
+    def _mt_inputs(self, language: str, items: list):
+        """FLARE-MT: the MT encoder's states of the target text, as extra model inputs. Every text
+        is encoded once and kept in <output_dir>/mt_states (safetensors), shared by all seeds."""
+        from flare.mt_encoder import MTEncoder, precompute_encoder_states
 
         encoder = MTEncoder(self.study.mt_model, max_length=self.study.data.max_length)
         fields = self.task.text_fields
 
-        def states(items):
-            texts = [" ".join(self._target(item).fields[f] for f in fields) for item in items]
-            encoded, mask = encoder.encode(texts, language)
+        def text(item) -> str:
+            return " ".join(self._target(item).fields[f] for f in fields)
+
+        store = precompute_encoder_states(encoder, [text(i) for i in items], language, self.out / "mt_states", show_progress=False)
+
+        def states(batch_items):
+            encoded, mask = store.get([text(i) for i in batch_items], language)
             return {"source_states": encoded, "source_attention_mask": mask}
 
         return states, encoder.hidden_size
@@ -201,10 +212,15 @@ class Pipeline:
         """Run what is not recorded yet. With a time budget, no new run starts once it is spent
         (long studies run in chunks; each chunk adds to results.jsonl)."""
         deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
-        self.out.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.out / "study.yaml", yaml.safe_dump(study_to_dict(self.study), sort_keys=False))
         done = self.done()
         todo = [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
+        if todo:
+            self.check(todo)
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise FlareError(f"output_dir: cannot create {self.out} ({error.strerror or error})") from None
+        write_atomically(self.out / "study.yaml", yaml.safe_dump(study_to_dict(self.study), sort_keys=False))
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
             stage1_dir = self.stage1()
@@ -224,10 +240,91 @@ class Pipeline:
             report(self.results_path, self.out)
         return self.results_path
 
+    # ----------------------------------------------------------------- checks before any work
+
+    def check(self, runs: list[Run]) -> None:
+        """Stop with one line before anything is trained or written when a run could not finish:
+        the output folder cannot be created, the model's config does not load or its architecture
+        lacks the adapter's modules, a split the runs read does not load or pair, or a saved
+        resume checkpoint is unreadable."""
+        existing = self.out
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir() or not os.access(existing, os.W_OK):
+            raise FlareError(f"output_dir: cannot create {self.out} ({existing} is not a writable folder)")
+        if "flare-mt" in self.study.methods and self.study.mt_model:
+            from flare.translate import check_mt_model
+
+            check_mt_model(self.study.mt_model)
+        stage1_done = (self.out / "stage1" / "model" / "config.json").is_file()
+        self._check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model)
+        if not stage1_done:
+            self._splits(None)
+            self.task.load(self.study.data.test_split, self.task.source_language, self.study.data.data_dir)
+            _check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
+        for language in dict.fromkeys(run.language for run in runs):
+            self._test(language)
+            if any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
+                self._splits(language)
+        for run in runs:
+            _check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
+
+    def _check_model(self, model: str) -> None:
+        """The config loads, and the adapter finds its modules in a weightless (meta) copy."""
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForQuestionAnswering,
+            AutoModelForSeq2SeqLM,
+            AutoModelForSequenceClassification,
+        )
+
+        from flare.formats import model_family
+        from flare.modeling import resolve
+
+        try:
+            config = AutoConfig.from_pretrained(resolve(model))
+        except (OSError, ValueError) as error:
+            raise FlareError(f"model {model}: cannot load a config ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})") from None
+        family = model_family(config.model_type)
+        if family == "encoder":
+            config.num_labels = max(len(self.task.labels), 1)
+            cls = AutoModelForQuestionAnswering if self.task.type == "qa" else AutoModelForSequenceClassification
+        else:
+            cls = AutoModelForCausalLM if family == "decoder" else AutoModelForSeq2SeqLM
+        try:
+            with torch.device("meta"):
+                skeleton = cls.from_config(config)
+        except (ValueError, KeyError) as error:
+            raise FlareError(f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})") from None
+        with torch.device("meta"):
+            adapt(skeleton, flare_config(self.study.adapter, self.task, family))
+
     def _append(self, record: dict[str, Any]) -> None:
         """Add a record by rewriting the file atomically (never a half-written line)."""
         existing = self.results_path.read_text(encoding="utf-8") if self.results_path.is_file() else ""
         write_atomically(self.results_path, existing + json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _check_checkpoint(directory: Path) -> None:
+    """A resume checkpoint that training would read must be complete and readable."""
+    if not (directory / "state.json").is_file():
+        return  # training starts from scratch
+    from safetensors import SafetensorError, safe_open
+
+    hint = "delete that folder to restart the run from its beginning"
+    try:
+        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FlareError(f"resume checkpoint {directory}: state.json is corrupt ({error}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
+    for name in ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors"):
+        try:
+            with safe_open(directory / name, framework="pt"):
+                pass
+        except (OSError, SafetensorError) as error:
+            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({error}); {hint}") from None
 
 
 def compare(study: Study, time_budget_minutes: float = 0.0) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from flare.errors import FlareError
-from flare.files import atomic_path, write_atomically
+from flare.files import atomic_path, read_text, write_atomically
 from flare.languages import LANGUAGES
 
 AVG = "avg"
@@ -68,7 +68,7 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FlareError(f"report: results file {path} does not exist")
     records: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as handle:
+    with io.StringIO(read_text(path)) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -372,8 +372,11 @@ def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = 
     records = load_results(results_path)
     if not records:
         raise FlareError(f"report: {results_path} holds no finished runs yet")
-    return write_report(records, results_path.parent if out_dir is None else out_dir,
-                        title=f"FLARE comparison: {results_path.parent.name or results_path.stem}")
+    out_dir = results_path.parent if out_dir is None else Path(out_dir)
+    try:
+        return write_report(records, out_dir, title=f"FLARE comparison: {results_path.parent.name or results_path.stem}")
+    except OSError as error:
+        raise FlareError(f"report: cannot write to {out_dir} ({error.strerror or error})") from None
 
 
 __all__ = ["Stat", "TaskSummary", "load_results", "paired_difference", "report", "summarize", "t_quantile_975",

@@ -75,6 +75,8 @@ class Task:
         root = resolve_data_dir(data_dir)
         if root is None:
             return None
+        if not root.is_dir():  # a typo must not turn into a (slow, offline: failing) Hub download
+            raise FlareError(f"data_dir {root} is not a directory")
         if self.kind == "xnli":
             candidates = [root / "xnli" / "test-labeled" / f"test-{language}.tsv"] if split == "test" else []
             candidates.append(root / "xnli" / f"{split}-{language}.tsv")

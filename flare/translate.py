@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from flare.data import require_text
 from flare.errors import FlareError
 from flare.files import write_atomically
 from flare.languages import m2m100_tag, resolve_languages
@@ -98,6 +99,24 @@ def load_seq2seq(model: str, device: str, dtype: str) -> tuple[Any, Any]:
     return tokenizer, network
 
 
+def check_mt_model(model: str) -> None:
+    """Fail before any work (and before the cache is created) when a local ``model`` is not a
+    translation model; hub ids are checked when they load."""
+    path = Path(model).expanduser()
+    if not (path.exists() or model.startswith((".", "/", "~"))):
+        return
+    if not (path / "config.json").is_file():
+        raise FlareError(f"MT model {model}: not a model directory (no config.json)")
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        raise FlareError(f"MT model {model}: unreadable config.json ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+    if not getattr(config, "is_encoder_decoder", False):
+        raise FlareError(f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)")
+
+
 def language_token_id(tokenizer: Any, flores: str) -> int:
     """Token id of a language tag; NLLB tags are FLORES codes, M2M100 ones ``__xx__``."""
     if hasattr(tokenizer, "get_lang_id"):
@@ -167,16 +186,23 @@ class TranslationCache:
     """SQLite store of translations keyed by (model, source code, target code, settings, text)."""
 
     def __init__(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         self.path = Path(path)
-        self._db = sqlite3.connect(str(path), timeout=120)
-        # WAL lets a second process read while one writes; synchronous=NORMAL keeps commits cheap.
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS translations (model TEXT, src TEXT, tgt TEXT, settings TEXT,"
-            " source TEXT, translation TEXT, PRIMARY KEY (model, src, tgt, settings, source))"
-        )
-        self._db.commit()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), timeout=120)
+        except (OSError, sqlite3.Error) as error:
+            raise FlareError(f"translation cache {path}: cannot create it ({getattr(error, 'strerror', None) or error})") from None
+        try:
+            # WAL lets a second process read while one writes; synchronous=NORMAL keeps commits cheap.
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(
+                "CREATE TABLE IF NOT EXISTS translations (model TEXT, src TEXT, tgt TEXT, settings TEXT,"
+                " source TEXT, translation TEXT, PRIMARY KEY (model, src, tgt, settings, source))"
+            )
+            self._db.commit()
+        except sqlite3.DatabaseError as error:
+            self._db.close()
+            raise FlareError(f"translation cache {path}: unusable ({error}); delete it to start a new cache") from None
 
     def lookup(self, namespace: tuple[str, str, str, str], texts: Sequence[str]) -> dict[str, str]:
         """Cached translations of ``texts`` under ``namespace = (model, src, tgt, settings)``."""
@@ -319,7 +345,9 @@ def translate_dataset(
     """
     codes = resolve_languages([src_lang, tgt_lang], language_map)
     settings = DecodingSettings(num_beams, max_input_length, max_new_tokens, dtype)
-    translator = translator or Seq2SeqTranslator(model, settings, device)
+    if translator is None:
+        check_mt_model(model)
+        translator = Seq2SeqTranslator(model, settings, device)
     rows = [_row_parts(row) for row in rows]
     if not rows:
         raise FlareError(f"no rows to translate for {task}/{split}")
@@ -333,7 +361,7 @@ def translate_dataset(
         missing = [name for name in fields if not isinstance(row_fields.get(name), str)]
         if missing:
             raise FlareError(f"row {row_id!r} has no text field {missing[0]!r}")
-        texts = {name: row_fields[name] for name in fields}
+        texts = {name: require_text(row_fields[name], f"row {row_id!r}", name) for name in fields}
         answer = _first_answer(answers) if "context" in fields else None
         if answer is not None:
             marked = mark_answer(texts["context"], *answer)

@@ -177,6 +177,7 @@ def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(tiny_encoder,
     assert record["method"] == "flare-mt" and record["label"] == "FLARE-MT (add_relu)" and record["n_test"] == 12
     weights = load_file(tmp_path / "study/runs/flare-mt-add_relu/jav/seed1/adapter/flare_weights.safetensors")
     assert weights["source_projection.weight"].shape == (32, 32)  # NLLB width -> XLM-R width
+    assert list((tmp_path / "study" / "mt_states").rglob("*.safetensors"))  # encoded once, kept for other seeds
 
     from flare.predict import predict_texts
 

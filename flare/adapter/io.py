@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from peft import PeftModel
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -53,8 +53,9 @@ def save_flare(model: FlareModel, directory: str | os.PathLike, **peft_kwargs: A
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def load_flare_model(base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False) -> FlareModel:
-    """Put a saved FLARE adapter on base_model (the same base it was trained on)."""
+def check_adapter_dir(directory: str | os.PathLike) -> tuple[FlareConfig, list[str]]:
+    """The config and fused modules of a saved adapter, after checking (without loading any base
+    model) that its files are there, readable and safetensors: a FlareError names what is wrong."""
     directory = Path(directory)
     config_path = directory / CONFIG_FILE
     if not config_path.is_file():
@@ -62,18 +63,35 @@ def load_flare_model(base_model: nn.Module, directory: str | os.PathLike, is_tra
     if not (directory / PEFT_WEIGHTS_FILE).is_file():
         raise FlareError(f"{directory} has no {PEFT_WEIGHTS_FILE}; only safetensors adapters are loaded, never pickles")
     try:
-        meta = json.loads(config_path.read_text())
+        meta = json.loads(config_path.read_text(encoding="utf-8"))
         config = FlareConfig.from_dict(meta["config"])
         fused = list(meta["fused_modules"])
-    except (json.JSONDecodeError, KeyError, TypeError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise FlareError(f"{config_path} is corrupt: {error}") from None
     if meta.get("format_version") != FORMAT_VERSION:
         raise FlareError(f"{config_path} has format_version {meta.get('format_version')}; this flare-xlt reads {FORMAT_VERSION}")
+    for name in (PEFT_WEIGHTS_FILE, WEIGHTS_FILE):
+        if (directory / name).is_file():
+            try:
+                with safe_open(directory / name, framework="pt"):
+                    pass
+            except (OSError, SafetensorError) as error:
+                raise FlareError(f"cannot load the adapter in {directory}: cannot read {name} as safetensors ({error})") from None
+    return config, fused
+
+
+def load_flare_model(base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False) -> FlareModel:
+    """Put a saved FLARE adapter on base_model (the same base it was trained on)."""
+    directory = Path(directory)
+    config, fused = check_adapter_dir(directory)
     try:
         peft_model = PeftModel.from_pretrained(base_model, directory, is_trainable=is_trainable)
     except (RuntimeError, ValueError, KeyError, OSError, SafetensorError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise FlareError(f"cannot load the adapter in {directory} onto {type(base_model).__name__}: {first}") from None
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [type(error).__name__]
+        # torch's "Error(s) in loading state_dict for ...:" header says nothing; the next line names the problem
+        first = lines[1] if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1 else lines[0]
+        hint = " (an adapter saved for another base model?)" if "size mismatch" in first else ""
+        raise FlareError(f"cannot load the adapter in {directory} onto {type(base_model).__name__}: {first}{hint}") from None
     missing = [name for name in fused if name not in dict(peft_model.base_model.model.named_modules())]
     if missing:
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
