@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -106,19 +107,23 @@ def fit(
     state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
     best: dict[str, torch.Tensor] = {}
     if (checkpoint / "state.json").is_file():
-        state = json.loads((checkpoint / "state.json").read_text())
-        weights = load_file(checkpoint / "trainable.safetensors")
-        with torch.no_grad():
-            for name, param in _trainable(accelerator.unwrap_model(model)).items():
-                param.copy_(weights[name])
-        _load_optimizer_tensors(optimizer, names, load_file(checkpoint / "optimizer.safetensors"))
+        try:
+            state = json.loads((checkpoint / "state.json").read_text())
+            weights = load_file(checkpoint / "trainable.safetensors")
+            optimizer_state = load_file(checkpoint / "optimizer.safetensors")
+            rng = load_file(checkpoint / "rng.safetensors")["cpu"]
+            best = load_file(checkpoint / "best.safetensors") if (checkpoint / "best.safetensors").is_file() else {}
+            with torch.no_grad():
+                for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                    param.copy_(weights[name])
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            raise FlareError(f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run") from None
+        _load_optimizer_tensors(optimizer, names, optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         # load_state_dict restores the schedule's position but not the optimizer's current rate
         for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
             group["lr"] = rate
-        torch.set_rng_state(load_file(checkpoint / "rng.safetensors")["cpu"])
-        if (checkpoint / "best.safetensors").is_file():
-            best = load_file(checkpoint / "best.safetensors")
+        torch.set_rng_state(rng)
 
     log_path = run_dir / "train_log.csv"
     loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None

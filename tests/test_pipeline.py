@@ -222,3 +222,15 @@ def test_time_budget_stops_starting_new_runs(tiny_encoder, tmp_path, data_dir):
     assert not (tmp_path / "study" / "results.jsonl").exists()
     compare(study)
     assert len((tmp_path / "study" / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_fit_refuses_an_unreadable_checkpoint_in_one_line(tmp_path):
+    from flare.errors import FlareError
+
+    model = torch.nn.Linear(2, 2)
+    (tmp_path / "checkpoint").mkdir()
+    (tmp_path / "checkpoint" / "state.json").write_text("{}")
+    (tmp_path / "checkpoint" / "trainable.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(FlareError, match="unreadable training checkpoint") as error:
+        fit(model, [], lambda items: {}, StageSettings(epochs=1), seed=1, run_dir=tmp_path)
+    assert "\n" not in str(error.value)
