@@ -224,6 +224,7 @@ class Pipeline:
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
             stage1_dir = self.stage1()
+            started = time.perf_counter()
             for number, run in enumerate(todo, 1):
                 if deadline is not None and time.perf_counter() > deadline:
                     print(f"time budget spent: {len(todo) - number + 1} runs left for the next chunk", flush=True)
@@ -231,7 +232,9 @@ class Pipeline:
                 print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
                 record = self.run(run, stage1_dir)
                 self._append(record)
-                print(f"    {self.task.metric} {record['score']:.2f}  ({record['wall_time_s']} s)", flush=True)
+                spent = time.perf_counter() - started
+                left = spent / number * (len(todo) - number)  # runs differ in cost: a rough guide
+                print(f"    {self.task.metric} {record['score']:.2f}  ({record['wall_time_s']} s; about {left / 60:.0f} min left)", flush=True)
                 checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
         if self.results_path.is_file():
