@@ -157,22 +157,10 @@ def _parser():
 
 
 def _check_config(path: str) -> None:
-    """A study YAML must be UTF-8, valid YAML (safe loader: no Python objects) and a mapping; the
-    argument parser reads it only after this check, so every problem is one line naming the file."""
-    import yaml
+    """Checked before the argument parser reads the file, so every problem is one line."""
+    from flare.settings import read_study_yaml
 
-    from flare.files import read_text
-
-    if not Path(path).is_file():
-        raise FlareError(f"{path}: config file not found")
-    try:
-        values = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise FlareError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})") from None
-    if not isinstance(values, (dict, type(None))):
-        raise FlareError(f"{path}: a study file must be a YAML mapping of settings, got {type(values).__name__}")
+    read_study_yaml(path)
 
 
 def _close_progress_bars() -> None:

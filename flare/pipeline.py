@@ -131,18 +131,21 @@ class Pipeline:
         train, valid = self._splits(None)
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
         result = fit(model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
-                     lambda m: self._select_score(m, formatter, valid), description="stage 1 (en)")
-        english_test = self._limit(self.task.load(self.study.data.test_split, self.task.source_language, self.study.data.data_dir),
-                                   self.study.data.max_test)
-        test_metrics = evaluate(model, formatter, english_test, self.study.stage1.eval_batch_size, progress=False)
+                     lambda m: self._score(m, formatter, valid, self.study.stage1.eval_batch_size), description="stage 1 (en)")
+        test_metrics = evaluate(model, formatter, self._english_test(), self.study.stage1.eval_batch_size, progress=False)
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
         merge_and_save(model, tokenizer, model_dir, self.study.model, self.task)
         summary = {**result.__dict__, "english_test": test_metrics}
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
 
-    def _select_score(self, model, formatter: PairFormatter, items: list) -> float:
-        metrics = evaluate(model, formatter, items, self.study.stage1.eval_batch_size, progress=False)
+    def _english_test(self) -> list[Example]:
+        data = self.study.data
+        return self._limit(self.task.load(data.test_split, self.task.source_language, data.data_dir), data.max_test)
+
+    def _score(self, model, formatter: PairFormatter, items: list, batch_size: int, extra=None) -> float:
+        """The model-selection score on validation items."""
+        metrics = evaluate(model, formatter, items, batch_size, extra, progress=False)
         return metrics[self.task.metric]
 
     def run(self, run: Run, stage1_dir: Path) -> dict[str, Any]:
@@ -153,22 +156,22 @@ class Pipeline:
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}
+        test, stats = self._test(run.language)
         if run.method in ("zero-shot", "translate-test"):
             model = backbone
         else:
             train, valid = self._splits(run.language)
             source_dim = None
             if run.method == "flare-mt":
-                extra, source_dim = self._mt_inputs(run.language, train + valid + self._test(run.language)[0])
+                extra, source_dim = self._mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
             model = adapt(backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim))
             collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
-                         lambda m: evaluate(m, formatter, valid, self.study.stage2.eval_batch_size, extra, progress=False)[self.task.metric],
+                         lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
             model.save_pretrained(run_dir / "adapter")
-        test, stats = self._test(run.language)
         metrics = evaluate(model, formatter, test, self.study.stage2.eval_batch_size, extra)
         return {
             "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
@@ -263,7 +266,7 @@ class Pipeline:
         self._check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model)
         if not stage1_done:
             self._splits(None)
-            self.task.load(self.study.data.test_split, self.task.source_language, self.study.data.data_dir)
+            self._english_test()
             _check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
         for language in dict.fromkeys(run.language for run in runs):
             self._test(language)

@@ -221,20 +221,27 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
     raise FlareError(f"{name}: {value!r} is not a valid {getattr(hint, '__name__', str(hint))}")
 
 
-def load_study(path: str | Path) -> Study:
-    """Read a study YAML (safe loader: no Python objects) into validated settings."""
-    path = Path(path)
-    if not path.is_file():
+def read_study_yaml(path: str | Path) -> dict[str, Any]:
+    """The settings mapping of a study YAML: UTF-8, the safe loader (no Python objects), a mapping.
+    Every problem is one FlareError line naming the file (and line)."""
+    from flare.files import read_text
+
+    if not Path(path).is_file():
         raise FlareError(f"{path}: config file not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.safe_load(read_text(path))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise FlareError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', error)})") from None
-    except UnicodeDecodeError:
-        raise FlareError(f"{path}: not UTF-8 text") from None
-    return from_dict(Study, values)
+        raise FlareError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})") from None
+    if not isinstance(values, (dict, type(None))):
+        raise FlareError(f"{path}: a study file must be a YAML mapping of settings, got {type(values).__name__}")
+    return values or {}
+
+
+def load_study(path: str | Path) -> Study:
+    """Read a study YAML into settings (call .validate() before running it)."""
+    return from_dict(Study, read_study_yaml(path))
 
 
 def study_to_dict(study: Study) -> dict[str, Any]:
