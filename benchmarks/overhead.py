@@ -43,7 +43,9 @@ def run_one(args: argparse.Namespace) -> dict:
     config = LlamaConfig(vocab_size=args.vocab, hidden_size=args.hidden, intermediate_size=args.hidden * 8 // 3,
                          num_hidden_layers=args.layers, num_attention_heads=args.hidden // 64,
                          num_key_value_heads=args.hidden // 64)
-    model = get_flare_model(LlamaForCausalLM(config), FlareConfig(target_modules="all-linear", fusion="add_relu")).train()
+    model = get_flare_model(
+        LlamaForCausalLM(config), FlareConfig(target_modules="all-linear", fusion="add_relu")
+    ).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     generator = torch.Generator().manual_seed(1)
     target = torch.randint(0, args.vocab, (args.batch, args.length), generator=generator)
@@ -81,7 +83,10 @@ def run_one(args: argparse.Namespace) -> dict:
         times.append(time.perf_counter() - start)
     running[0] = False
     sampler.join()
-    return {"method": args.method, "times": times, "step_peak_mb": (peak[0] - baseline) / 2**20, "total_peak_mb": peak[0] / 2**20}
+    return {
+        "method": args.method, "times": times,
+        "step_peak_mb": (peak[0] - baseline) / 2**20, "total_peak_mb": peak[0] / 2**20,
+    }
 
 
 def main() -> None:
@@ -110,12 +115,14 @@ def main() -> None:
             results[method]["times"] += result["times"]
             results[method]["step_peak_mb"].append(result["step_peak_mb"])
             results[method]["total_peak_mb"].append(result["total_peak_mb"])
-            print(f"round {round_index + 1}: {method} median {statistics.median(result['times']):.3f} s", file=sys.stderr)
+            print(
+                f"round {round_index + 1}: {method} median {statistics.median(result['times']):.3f} s", file=sys.stderr
+            )
 
     base_time = statistics.median(results["lora"]["times"])
     base_mem = max(results["lora"]["step_peak_mb"])
-    print(f"Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, batch {args.batch}, length {args.length}, "
-          f"{args.threads} threads; median of {args.steps * args.rounds} steps per method")
+    print(f"Llama {args.layers} layers, hidden {args.hidden}, vocab {args.vocab}, batch {args.batch}, "
+          f"length {args.length}, {args.threads} threads; median of {args.steps * args.rounds} steps per method")
     print("| method | step time (s) | time vs LoRA | step peak memory (MB) | memory vs LoRA | total peak RSS (MB) |")
     print("|---|---|---|---|---|---|")
     for method in METHODS:

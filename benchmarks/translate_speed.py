@@ -56,7 +56,8 @@ def main() -> None:
     translated = first.meta["counts"]["translated"]
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(f"rows={len(rows)} unique_texts={translated} batch_size={args.batch_size} "
-          f"num_beams={args.num_beams} max_new_tokens={args.max_new_tokens} threads={args.threads} model=tiny random M2M100 (d_model 32)")
+          f"num_beams={args.num_beams} max_new_tokens={args.max_new_tokens} threads={args.threads} "
+          "model=tiny random M2M100 (d_model 32)")
     print(f"translate (cold, includes model load): {translated / cold:.1f} sentences/s ({cold:.2f} s)")
     print(f"rerun (all from cache, no model load): {len(rows) / warm:.1f} sentences/s ({warm:.3f} s)")
 

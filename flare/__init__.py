@@ -10,4 +10,4 @@ from flare.adapter import FlareConfig, FlareModel, get_flare_model, load_flare_m
 from flare.errors import FlareError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FlareConfig", "FlareError", "FlareModel", "get_flare_model", "load_flare_model", "__version__"]
+__all__ = ["FlareConfig", "FlareError", "FlareModel", "__version__", "get_flare_model", "load_flare_model"]

@@ -35,7 +35,9 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
     from flare.pipeline import Pipeline, Run
 
     fused = method in ("flare", "flare-mt")
-    for values, value in ((study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)):
+    for values, value in (
+        (study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)
+    ):
         if value is not None and value not in values:
             values.append(value)
     pipeline = Pipeline(study)  # validates the study with this run's method, language and fusion
@@ -85,9 +87,11 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
     from flare.translate import translate_dataset
 
     rows = get_task(task).load(split, src_lang, data_dir)
-    result = translate_dataset(rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
-                               translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,
-                               num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype)
+    result = translate_dataset(
+        rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
+        translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,
+        num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype,
+    )
     return str(result.output_path)
 
 
@@ -132,7 +136,10 @@ def _lines(value: str) -> list[str]:
     return [value]
 
 
-COMMANDS = {"compare": compare, "train": train, "evaluate": evaluate, "translate": translate, "report": report, "predict": predict}
+COMMANDS = {
+    "compare": compare, "train": train, "evaluate": evaluate,
+    "translate": translate, "report": report, "predict": predict,
+}
 STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
 
 
@@ -147,7 +154,9 @@ def _parser():
     for name, function in COMMANDS.items():
         sub = ArgumentParser(description=function.__doc__, exit_on_error=False)
         if name in STUDY_COMMANDS:
-            sub.add_argument("--config", action=ActionConfigFile, help="study YAML (may be given first, without --config)")
+            sub.add_argument(
+                "--config", action=ActionConfigFile, help="study YAML (may be given first, without --config)"
+            )
             sub.add_class_arguments(Study, nested_key=None)
             sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
         else:
@@ -225,7 +234,11 @@ def main(argv: list[str] | None = None) -> int:
         if type(error).__name__ in ("ArgumentError", "NSKeyError"):  # argument errors from jsonargparse
             print(f"flare: error: {message}", file=sys.stderr)
             return 2
-        print(f"flare: internal error: {type(error).__name__}: {message[:300]} (--debug or FLARE_DEBUG=1 shows the traceback)", file=sys.stderr)
+        print(
+            f"flare: internal error: {type(error).__name__}: {message[:300]} "
+            "(--debug or FLARE_DEBUG=1 shows the traceback)",
+            file=sys.stderr,
+        )
         return 1
 
 

@@ -70,7 +70,9 @@ def _template(value: Any, where: str, key: str, fields: list[str], default: Prom
     return template
 
 
-def _files(value: Any, splits_value: Any, languages: list[str], base: Path, where: str) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
+def _files(
+    value: Any, splits_value: Any, languages: list[str], base: Path, where: str
+) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
     def resolve(path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else base / p
@@ -112,7 +114,10 @@ def task_from_yaml(path: Path) -> Task:
         spec = yaml.safe_load(read_text(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        raise FlareError(f"{where}:{f' line {mark.line + 1}' if mark else ''} invalid YAML ({getattr(err, 'problem', None) or type(err).__name__})") from None
+        raise FlareError(
+            f"{where}:{f' line {mark.line + 1}' if mark else ''} invalid YAML "
+            f"({getattr(err, 'problem', None) or type(err).__name__})"
+        ) from None
     if not isinstance(spec, dict):
         raise FlareError(f"{where}: a task file must be a YAML mapping")
     unknown = sorted(set(spec) - _KEYS)
@@ -168,15 +173,21 @@ def task_from_yaml(path: Path) -> Task:
     if pair_by not in ("id", "row"):
         raise FlareError(f"{where}: pair_by must be id or row")
     body = " ".join("{" + name + "}" for name in text_fields)
-    default_prompt = PromptTemplate("\n".join(f"{n.capitalize()}: {{{n}}}" for n in text_fields), "Answer:" if task_type == "qa" else "Label:")
+    default_prompt = PromptTemplate(
+        "\n".join(f"{n.capitalize()}: {{{n}}}" for n in text_fields), "Answer:" if task_type == "qa" else "Label:"
+    )
     prompt = _template(spec.get("prompt"), where, "prompt", text_fields, default_prompt)
     seq2seq = _template(spec.get("seq2seq_prompt"), where, "seq2seq_prompt", text_fields, PromptTemplate(body, ""))
     test_split = "test" if any("test" in s for s in splits.values()) else None
     return Task(
         name=str(spec["name"]), type=task_type, languages=languages, source_language=source, labels=labels,
         metric=metric, metrics=metrics, text_fields=text_fields, splits=splits,
-        split_roles={"train": "train", "validation": "valid" if "valid" in files else ("dev" if "dev" in files else None), "test": test_split},
-        encoder_fields=["question", "context"] if task_type == "qa" else text_fields, decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
+        split_roles={
+            "train": "train", "validation": "valid" if "valid" in files else ("dev" if "dev" in files else None),
+            "test": test_split,
+        },
+        encoder_fields=["question", "context"] if task_type == "qa" else text_fields,
+        decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
         parallel=bool(spec.get("parallel", False)), pair_by=pair_by, kind="custom", files=files, columns=column_spec,
         label_map=label_map or None,
     )

@@ -129,7 +129,10 @@ def read_xnli_tsv(path: Path, language: str, labels: Sequence[str]) -> list[Exam
             where = f"{path}: row {row}"
             if len(cols) not in (2, 3):
                 raise FlareError(f"{where}: expected 2 or 3 tab-separated columns, found {len(cols)}")
-            fields = {"premise": require_text(cols[0], where, "premise"), "hypothesis": require_text(cols[1], where, "hypothesis")}
+            fields = {
+                "premise": require_text(cols[0], where, "premise"),
+                "hypothesis": require_text(cols[1], where, "hypothesis"),
+            }
             label = label_index(cols[2], labels, where) if len(cols) == 3 else None
             examples.append(Example(str(row - 1), language, fields, label))
     return examples
@@ -152,7 +155,10 @@ def read_squad_json(path: Path, language: str, stats: LoadStats | None = None) -
                 if not qid or qid in seen:
                     raise FlareError(f"{where}: missing or duplicate question id")
                 seen.add(qid)
-                fields = {"question": require_text(qa.get("question"), where, "question"), "context": require_text(context, where, "context")}
+                fields = {
+                    "question": require_text(qa.get("question"), where, "question"),
+                    "context": require_text(context, where, "context"),
+                }
                 if not qa.get("answers"):
                     if stats is not None:
                         stats.skip("no_answer")
@@ -174,7 +180,9 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
     if not path.is_file():
         raise FlareError(f"{path}: file not found")
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(io.StringIO(read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",", restkey=_EXTRA)
+        reader = csv.DictReader(
+            io.StringIO(read_text(path), newline=""), delimiter="\t" if suffix == ".tsv" else ",", restkey=_EXTRA
+        )
         try:
             rows = list(reader)
         except csv.Error as error:
@@ -206,7 +214,10 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         try:
             table = pq.read_table(path)
         except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise FlareError(f"{path}: not a readable Parquet file ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+            raise FlareError(
+                f"{path}: not a readable Parquet file "
+                f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+            ) from None
         return table.to_pylist(), list(table.column_names)
     raise FlareError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl, .parquet or SQuAD .json)")
 
@@ -257,7 +268,10 @@ def examples_from_records(
         if task_type == "classification":
             label = label_index(row[spec.label], labels, where, label_map) if spec.label else None
         else:
-            raw = row[spec.answers] if spec.answers else {"text": [row[spec.answer_text]], "answer_start": [row[spec.answer_start]]}
+            raw = (
+                row[spec.answers] if spec.answers
+                else {"text": [row[spec.answer_text]], "answer_start": [row[spec.answer_start]]}
+            )
             if raw in (None, "") or (isinstance(raw, Mapping) and not raw.get("text")):
                 if stats is not None:
                     stats.skip("no_answer")

@@ -61,12 +61,19 @@ def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pa
             features = formatter.features(chunk, train=False)
             batch = _to(formatter.collate(features), device)
             result = model(**batch, **_per_window(inputs, features, chunk, formatter.view))
-            contexts = {reference_side(item, formatter.view).id: reference_side(item, formatter.view).fields["context"] for item in chunk}
-            out.update(decode_answers(features, result.start_logits.float().cpu().tolist(), result.end_logits.float().cpu().tolist(), contexts))
+            contexts = {
+                reference_side(item, formatter.view).id: reference_side(item, formatter.view).fields["context"]
+                for item in chunk
+            }
+            out.update(decode_answers(
+                features, result.start_logits.float().cpu().tolist(), result.end_logits.float().cpu().tolist(), contexts
+            ))
         else:
             batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
-            generated = model.generate(**batch, **inputs, max_new_tokens=formatter.settings.max_answer_tokens, do_sample=False,
-                                       pad_token_id=formatter.pad_id)
+            generated = model.generate(
+                **batch, **inputs, max_new_tokens=formatter.settings.max_answer_tokens, do_sample=False,
+                pad_token_id=formatter.pad_id,
+            )
             if family == "decoder":
                 generated = generated[:, batch["input_ids"].shape[1]:]
             texts = formatter.tok.batch_decode(generated, skip_special_tokens=True)
@@ -80,7 +87,9 @@ def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def _per_window(inputs: dict[str, torch.Tensor], features: list[dict[str, Any]], chunk, view: str) -> dict[str, torch.Tensor]:
+def _per_window(
+    inputs: dict[str, torch.Tensor], features: list[dict[str, Any]], chunk, view: str
+) -> dict[str, torch.Tensor]:
     """Extra per-example inputs repeated for each of an example's QA windows."""
     if not inputs:
         return {}

@@ -30,7 +30,10 @@ Family = Literal["encoder", "decoder", "encoder-decoder"]
 View = Literal["flare", "target", "source", "input_fusion"]
 IGNORE_INDEX = -100
 
-_ENCODERS = {"bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "electra", "camembert", "xlm", "modernbert"}
+_ENCODERS = {
+    "bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "electra", "camembert", "xlm",
+    "modernbert",
+}
 _DECODERS = {"llama", "gemma", "gemma2", "gemma3", "gemma3_text", "qwen2", "qwen3", "mistral", "gpt2", "phi3", "olmo2"}
 _SEQ2SEQ = {"t5", "mt5", "umt5", "bart", "mbart"}
 
@@ -95,7 +98,9 @@ def parse_answer(text: str) -> str:
 class PairFormatter:
     """Features and batches for one task, tokenizer, model family and view."""
 
-    def __init__(self, task: Any, tokenizer: Any, family: Family, view: View = "flare", settings: FormatSettings | None = None) -> None:
+    def __init__(
+        self, task: Any, tokenizer: Any, family: Family, view: View = "flare", settings: FormatSettings | None = None
+    ) -> None:
         self.task, self.tok, self.family, self.view = task, tokenizer, family, view
         self.settings = settings or FormatSettings()
         if family not in ("encoder", "decoder", "encoder-decoder"):
@@ -115,7 +120,9 @@ class PairFormatter:
 
     # --- public API -------------------------------------------------------------------------------
 
-    def features(self, items: Sequence[Pair | Example], train: bool = True, stats: LoadStats | None = None) -> list[dict[str, Any]]:
+    def features(
+        self, items: Sequence[Pair | Example], train: bool = True, stats: LoadStats | None = None
+    ) -> list[dict[str, Any]]:
         """One feature per item (several per item for windowed encoder QA). Training features carry
         labels; evaluation features carry only inputs plus `example_id` (and QA offsets)."""
         out: list[dict[str, Any]] = []
@@ -134,13 +141,22 @@ class PairFormatter:
         positions line up; mT5 decoder labels are padded on their own with -100."""
         if not features:
             raise FlareError("cannot collate an empty batch")
-        aligned = [k for k in ("input_ids", "attention_mask", "token_type_ids", "source_input_ids", "source_attention_mask", "source_token_type_ids") if k in features[0]]
+        aligned = [
+            k for k in (
+                "input_ids", "attention_mask", "token_type_ids",
+                "source_input_ids", "source_attention_mask", "source_token_type_ids",
+            )
+            if k in features[0]
+        ]
         if self.family == "decoder" and "labels" in features[0]:
             aligned.append("labels")
         length = max(len(f[k]) for f in features for k in aligned)
         if self.settings.pad_to_max_length:
             length = max(length, self.max_length)
-        batch = {key: self._pad([f[key] for f in features], length, self._pad_value(key), self.padding_side) for key in aligned}
+        batch = {
+            key: self._pad([f[key] for f in features], length, self._pad_value(key), self.padding_side)
+            for key in aligned
+        }
         if self.family == "encoder-decoder" and "labels" in features[0]:
             label_length = max(len(f["labels"]) for f in features)
             batch["labels"] = self._pad([f["labels"] for f in features], label_length, IGNORE_INDEX, "right")
@@ -203,7 +219,9 @@ class PairFormatter:
             return {k: source[k] + target[k] for k in target}
         return {**target, **{f"source_{k}": v for k, v in source.items()}}
 
-    def _encoder_cls(self, target: Example, source: Example | None, train: bool, stats: LoadStats | None) -> dict[str, Any]:
+    def _encoder_cls(
+        self, target: Example, source: Example | None, train: bool, stats: LoadStats | None
+    ) -> dict[str, Any]:
         fields = self.task.encoder_fields
         enc_t = self._encode(*(target.fields[f] for f in fields))
         enc_s = self._encode(*(source.fields[f] for f in fields)) if source is not None else None
@@ -218,10 +236,15 @@ class PairFormatter:
             feature["labels"] = target.label
         return feature
 
-    def _encoder_qa(self, target: Example, source: Example | None, train: bool, stats: LoadStats | None) -> list[dict[str, Any]]:
+    def _encoder_qa(
+        self, target: Example, source: Example | None, train: bool, stats: LoadStats | None
+    ) -> list[dict[str, Any]]:
         max_len, stride = self.settings.max_length, self.settings.doc_stride
         t_windows = qa_windows(self.tok, target.fields["question"], target.fields["context"], max_len, stride)
-        s_windows = qa_windows(self.tok, source.fields["question"], source.fields["context"], max_len, stride) if source else None
+        s_windows = (
+            qa_windows(self.tok, source.fields["question"], source.fields["context"], max_len, stride)
+            if source else None
+        )
         features, found = [], False
         for k, window in enumerate(t_windows):
             enc_t = {key: window[key] for key in ("input_ids", "attention_mask", "token_type_ids") if key in window}
@@ -268,17 +291,23 @@ class PairFormatter:
             raise FlareError("generative formats need a tokenizer with an EOS token")
         if self.family == "encoder-decoder":
             ids = list(self.tok(text_target=text, add_special_tokens=True)["input_ids"])
-            return ids if len(ids) <= self.settings.max_answer_tokens else ids[: self.settings.max_answer_tokens - 1] + [eos]
+            if len(ids) <= self.settings.max_answer_tokens:
+                return ids
+            return [*ids[: self.settings.max_answer_tokens - 1], eos]
         ids = list(self.tok(" " + text, add_special_tokens=False)["input_ids"])
-        return ids[: self.settings.max_answer_tokens - 1] + [eos]
+        return [*ids[: self.settings.max_answer_tokens - 1], eos]
 
     def _answer_budget(self) -> int:
         if self._budget is None:  # cached: it is needed for every example
             words = self.task.verbalizer if self.task.type == "classification" else []
-            self._budget = max(len(self._answer_ids(word)) for word in words) if words else self.settings.max_answer_tokens
+            self._budget = (
+                max(len(self._answer_ids(word)) for word in words) if words else self.settings.max_answer_tokens
+            )
         return self._budget
 
-    def _generative(self, target: Example, source: Example | None, answer: str | None, stats: LoadStats | None = None) -> dict[str, Any]:
+    def _generative(
+        self, target: Example, source: Example | None, answer: str | None, stats: LoadStats | None = None
+    ) -> dict[str, Any]:
         """Decoder / mT5 feature. The prompt budget always reserves the answer budget, so a prompt
         is cut the same way in training, label scoring and generation."""
         budget = self.max_length - (self._answer_budget() if self.family == "decoder" else 0)
@@ -326,7 +355,9 @@ class PairFormatter:
         return out
 
 
-def candidate_log_likelihood(logits: torch.Tensor, labels: torch.Tensor, num_labels: int, shift: bool = True, average: bool = False) -> torch.Tensor:
+def candidate_log_likelihood(
+    logits: torch.Tensor, labels: torch.Tensor, num_labels: int, shift: bool = True, average: bool = False
+) -> torch.Tensor:
     """(batch, num_labels) log-likelihood of each label's answer tokens, from the logits of a
     `label_candidates` batch. `shift=True` for decoders (token t predicts t+1); False for mT5,
     whose logits are already aligned with its labels. `average` divides by the answer length."""
@@ -341,6 +372,8 @@ def candidate_log_likelihood(logits: torch.Tensor, labels: torch.Tensor, num_lab
     return scores.view(-1, num_labels)
 
 
-def make_collator(task: Any, tokenizer: Any, family: Family, view: View = "flare", **settings: Any) -> Callable[[Sequence[Pair | Example]], dict[str, torch.Tensor]]:
+def make_collator(
+    task: Any, tokenizer: Any, family: Family, view: View = "flare", **settings: Any
+) -> Callable[[Sequence[Pair | Example]], dict[str, torch.Tensor]]:
     """A DataLoader collate function for training: a list of Pairs -> tensors with labels."""
     return PairFormatter(task, tokenizer, family, view, FormatSettings(**settings))

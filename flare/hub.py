@@ -26,11 +26,16 @@ def _load(path: str, config: str | None, split: str):
         from datasets import load_dataset
 
         return load_dataset(path, config, split=_HUB_SPLITS.get(split, split))
-    except Exception as err:  # noqa: BLE001 - any Hub/network failure becomes one clear line
-        raise FlareError(f"local files missing and the Hub dataset {path}/{config} split {split} could not be loaded: {type(err).__name__}") from None
+    except Exception as err:  # any Hub/network failure becomes one clear line
+        raise FlareError(
+            f"local files missing and the Hub dataset {path}/{config} split {split} could not be loaded: "
+            f"{type(err).__name__}"
+        ) from None
 
 
-def load_from_hub(task_name: str, split: str, language: str, labels: Sequence[str], stats: LoadStats | None = None) -> list[Example]:
+def load_from_hub(
+    task_name: str, split: str, language: str, labels: Sequence[str], stats: LoadStats | None = None
+) -> list[Example]:
     """Examples of a built-in task from the Hub, in the same form as the local readers give."""
     if task_name == "xnli":
         rows = _load("facebook/xnli", language, split)
@@ -65,6 +70,8 @@ def load_from_hub(task_name: str, split: str, language: str, labels: Sequence[st
                 if stats is not None:
                     stats.skip("no_answer")
                 continue
-            out.append(Example(row["id"], language, fields, None, check_answers(row["answers"], fields["context"], where)))
+            out.append(
+                Example(row["id"], language, fields, None, check_answers(row["answers"], fields["context"], where))
+            )
         return out
     raise FlareError(f"task {task_name!r} has no Hub source")

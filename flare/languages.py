@@ -117,7 +117,9 @@ def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -
     return entry.flores
 
 
-def resolve_languages(codes: list[str] | tuple[str, ...], language_map: Mapping[str, str] | None = None) -> dict[str, str]:
+def resolve_languages(
+    codes: list[str] | tuple[str, ...], language_map: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """Resolve several codes at once; the result is the mapping written into output metadata."""
     return {code: resolve_language(code, language_map) for code in codes}
 

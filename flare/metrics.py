@@ -33,12 +33,17 @@ def accuracy(predictions: Sequence[int | None], references: Sequence[int]) -> fl
     return 100.0 * sum(p is not None and p == r for p, r in zip(predictions, references)) / len(references)
 
 
-def macro_f1(predictions: Sequence[int | None], references: Sequence[int], labels: Sequence[int] | None = None) -> float:
+def macro_f1(
+    predictions: Sequence[int | None], references: Sequence[int], labels: Sequence[int] | None = None
+) -> float:
     """Unweighted mean of per-class F1, in percent. Classes default to those that occur in the
     references or predictions (as scikit-learn does); a class with no gold and no prediction
     among `labels` scores 0."""
     _check_lengths(predictions, references)
-    classes = list(labels) if labels is not None else sorted({r for r in references} | {p for p in predictions if p is not None})
+    classes = (
+        list(labels) if labels is not None
+        else sorted({r for r in references} | {p for p in predictions if p is not None})
+    )
     scores = []
     for c in classes:
         tp = sum(p == c and r == c for p, r in zip(predictions, references))
@@ -90,7 +95,9 @@ def _gold_texts(reference: Any, where: str) -> list[str]:
     return list(texts)
 
 
-def squad(predictions: Mapping[str, str] | Sequence[str], references: Mapping[str, Any] | Sequence[Any]) -> dict[str, float]:
+def squad(
+    predictions: Mapping[str, str] | Sequence[str], references: Mapping[str, Any] | Sequence[Any]
+) -> dict[str, float]:
     """SQuAD v1.1 exact match and F1 (max over gold answers), in percent, plus the paper-compatible
     exact match (first gold only). Predictions and references are either aligned lists or dicts
     keyed by example id; a reference is an answers dict ({"text": [...]}) or a list of strings."""
@@ -100,7 +107,9 @@ def squad(predictions: Mapping[str, str] | Sequence[str], references: Mapping[st
         missing = [key for key in references if key not in predictions]
         extra = [key for key in predictions if key not in references]
         if missing or extra:
-            raise FlareError(f"metrics: predictions and references differ in ids ({len(missing)} missing, {len(extra)} unknown)")
+            raise FlareError(
+                f"metrics: predictions and references differ in ids ({len(missing)} missing, {len(extra)} unknown)"
+            )
         keys = list(references)
         pairs = [(predictions[k], references[k], f"id {k}") for k in keys]
     else:
@@ -116,7 +125,9 @@ def squad(predictions: Mapping[str, str] | Sequence[str], references: Mapping[st
         f1 += max(f1_score(prediction, g) for g in golds)
         compat += paper_compat_exact_match(prediction, golds[0])
     n = len(pairs)
-    return {"exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "exact_match_paper_compat": 100.0 * compat / n, "count": n}
+    return {
+        "exact_match": 100.0 * em / n, "f1": 100.0 * f1 / n, "exact_match_paper_compat": 100.0 * compat / n, "count": n,
+    }
 
 
 # --- Task-level helpers -------------------------------------------------------------------------
@@ -125,7 +136,10 @@ def squad(predictions: Mapping[str, str] | Sequence[str], references: Mapping[st
 def compute_metrics(task_type: str, predictions: Any, references: Any) -> dict[str, float]:
     """All metrics for one language: accuracy and macro-F1 for classification, SQuAD for QA."""
     if task_type == "classification":
-        return {"accuracy": accuracy(predictions, references), "macro_f1": macro_f1(predictions, references), "count": len(references)}
+        return {
+            "accuracy": accuracy(predictions, references), "macro_f1": macro_f1(predictions, references),
+            "count": len(references),
+        }
     if task_type == "qa":
         return squad(predictions, references)
     raise FlareError(f"metrics: unknown task type {task_type!r}")
@@ -139,4 +153,8 @@ def summarize_languages(results: Mapping[str, Mapping[str, float]], source_langu
     if targets:
         shared = set.intersection(*(set(results[lang]) for lang in targets)) - {"count"}
         average = {name: mean(float(results[lang][name]) for lang in targets) for name in sorted(shared)}
-    return {"per_language": {lang: dict(values) for lang, values in results.items()}, "average": average, "averaged_languages": targets}
+    return {
+        "per_language": {lang: dict(values) for lang, values in results.items()},
+        "average": average,
+        "averaged_languages": targets,
+    }

@@ -31,7 +31,9 @@ def resolve(model: str) -> str:
     return resolve_model(model)
 
 
-def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu", seed: int | None = None) -> tuple[torch.nn.Module, Any, Family]:
+def load_backbone(
+    model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu", seed: int | None = None
+) -> tuple[torch.nn.Module, Any, Family]:
     """The task model and its tokenizer. A head the checkpoint lacks starts random: `seed` makes
     that initialisation reproducible."""
     path = resolve(model)
@@ -47,7 +49,9 @@ def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: st
         from transformers import BitsAndBytesConfig
 
         compute = torch.bfloat16 if device != "cpu" and torch.cuda.is_available() else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute)
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
+        )
         kwargs["device_map"] = {"": device if device != "auto" else 0}
     if family == "encoder":
         if task.type == "qa":
@@ -68,7 +72,9 @@ def load_backbone(model: str, task: Task, load_in_4bit: bool = False, device: st
     return backbone, tokenizer, family
 
 
-def flare_config(settings: AdapterSettings, task: Task, family: Family, fusion: str = "add_relu", source_dim: int | None = None) -> FlareConfig:
+def flare_config(
+    settings: AdapterSettings, task: Task, family: Family, fusion: str = "add_relu", source_dim: int | None = None
+) -> FlareConfig:
     """The adapter of one method. The task head trains with it (PEFT's modules_to_save)."""
     task_type, modules_to_save = None, None
     if family == "encoder" and task.type == "classification":
@@ -93,7 +99,9 @@ def adapt(backbone: torch.nn.Module, config: FlareConfig) -> FlareModel:
     return get_flare_model(backbone, config)
 
 
-def merge_and_save(model: FlareModel, tokenizer: Any, directory: Path, original: str | None = None, task: Task | None = None) -> None:
+def merge_and_save(
+    model: FlareModel, tokenizer: Any, directory: Path, original: str | None = None, task: Task | None = None
+) -> None:
     """Merge a trained LoRA into its base (W <- W + s B A) and save the English task model.
 
     A 4-bit base is not merged in place: that would de-quantise, add and re-quantise (PEFT's

@@ -81,7 +81,10 @@ def pair_gold(
     """Pair human-parallel examples and verify the pairing: same number of rows, same ids (by id)
     or same row order (by row), and for classification the same label on both sides."""
     if len(sources) != len(targets):
-        raise FlareError(f"{target_file}: {len(targets)} rows but the English file {source_file} has {len(sources)}; parallel files must match row for row")
+        raise FlareError(
+            f"{target_file}: {len(targets)} rows but the English file {source_file} has {len(sources)}; "
+            "parallel files must match row for row"
+        )
     if by == "row":
         matched = list(zip(sources, targets))
     else:
@@ -95,13 +98,16 @@ def pair_gold(
     for number, (source, target) in enumerate(matched, start=1):
         if check_labels and source.label != target.label:
             raise FlareError(
-                f"{target_file}: row {number} (id {_clip(target.id)}) has label {target.label} but its English pair in {source_file} has {source.label}"
+                f"{target_file}: row {number} (id {_clip(target.id)}) has label {target.label} "
+                f"but its English pair in {source_file} has {source.label}"
             )
         pairs.append(Pair(source, target, "gold"))
     return pairs
 
 
-def translated_example(original: Example, row: Mapping[str, Any], language: str, text_fields: Sequence[str], is_qa: bool, where: str) -> Example:
+def translated_example(
+    original: Example, row: Mapping[str, Any], language: str, text_fields: Sequence[str], is_qa: bool, where: str
+) -> Example:
     """The machine-translated version of `original`: translated text fields, the original label,
     and for QA the projected answers (checked against the translated context)."""
     fields = dict(original.fields)

@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -102,21 +102,28 @@ class Pipeline:
     def _splits(self, language: str | None) -> tuple[list, list]:
         """(train, validation) items: English examples for stage 1, pairs for a target language."""
         data = self.study.data
-        load = (lambda split: self.task.load(split, self.task.source_language, data.data_dir)) if language is None else (
-            lambda split: self.task.load_pairs(split, language, data.data_dir, data.translations_dir, data.source))
+        load = (
+            (lambda split: self.task.load(split, self.task.source_language, data.data_dir))
+            if language is None
+            else lambda split: self.task.load_pairs(split, language, data.data_dir, data.translations_dir, data.source)
+        )
         train = load(data.train_split)
         if data.valid_split:
             valid = load(data.valid_split)
         else:
             if not 0 < data.valid_size < len(train):
-                raise FlareError(f"data.valid_size: {data.valid_size} must be between 1 and the {len(train)} training rows")
+                raise FlareError(
+                    f"data.valid_size: {data.valid_size} must be between 1 and the {len(train)} training rows"
+                )
             train, valid = train[: -data.valid_size], train[-data.valid_size:]
         return self._limit(train, data.max_train), self._limit(valid, data.max_valid)
 
     def _test(self, language: str) -> tuple[list[Pair], LoadStats]:
         """Test pairs, and what loading them skipped (e.g. QA answers lost in translation)."""
         data, stats = self.study.data, LoadStats()
-        pairs = self.task.load_pairs(data.test_split, language, data.data_dir, data.translations_dir, data.source, stats=stats)
+        pairs = self.task.load_pairs(
+            data.test_split, language, data.data_dir, data.translations_dir, data.source, stats=stats
+        )
         return self._limit(pairs, data.max_test), stats
 
     # ----------------------------------------------------------------- stages
@@ -126,13 +133,19 @@ class Pipeline:
         model_dir = self.out / "stage1" / "model"
         if (model_dir / "config.json").is_file():
             return model_dir
-        backbone, tokenizer, family = load_backbone(self.study.model, self.task, self.study.load_in_4bit, seed=self.study.seeds[0])
+        backbone, tokenizer, family = load_backbone(
+            self.study.model, self.task, self.study.load_in_4bit, seed=self.study.seeds[0]
+        )
         model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
         train, valid = self._splits(None)
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
-        result = fit(model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
-                     lambda m: self._score(m, formatter, valid, self.study.stage1.eval_batch_size), description="stage 1 (en)")
-        test_metrics = evaluate(model, formatter, self._english_test(), self.study.stage1.eval_batch_size, progress=False)
+        result = fit(
+            model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
+            lambda m: self._score(m, formatter, valid, self.study.stage1.eval_batch_size), description="stage 1 (en)",
+        )
+        test_metrics = evaluate(
+            model, formatter, self._english_test(), self.study.stage1.eval_batch_size, progress=False
+        )
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
         merge_and_save(model, tokenizer, model_dir, self.study.model, self.task)
         summary = {**result.__dict__, "english_test": test_metrics}
@@ -165,7 +178,9 @@ class Pipeline:
             if run.method == "flare-mt":
                 extra, source_dim = self._mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
-            model = adapt(backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim))
+            model = adapt(
+                backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim)
+            )
             collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
                          lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
@@ -177,8 +192,10 @@ class Pipeline:
             "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
             "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
-            "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source, **summary,
-            "wall_time_s": round(time.perf_counter() - start, 1), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
+            **summary,
+            "wall_time_s": round(time.perf_counter() - start, 1),
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
     def _mt_inputs(self, language: str, items: list):
@@ -192,7 +209,9 @@ class Pipeline:
         def text(item) -> str:
             return " ".join(self._target(item).fields[f] for f in fields)
 
-        store = precompute_encoder_states(encoder, [text(i) for i in items], language, self.out / "mt_states", show_progress=False)
+        store = precompute_encoder_states(
+            encoder, [text(i) for i in items], language, self.out / "mt_states", show_progress=False
+        )
 
         def states(batch_items):
             encoded, mask = store.get([text(i) for i in batch_items], language)
@@ -237,7 +256,11 @@ class Pipeline:
                 self._append(record)
                 spent = time.perf_counter() - started
                 left = spent / number * (len(todo) - number)  # runs differ in cost: a rough guide
-                print(f"    {self.task.metric} {record['score']:.2f}  ({record['wall_time_s']} s; about {left / 60:.0f} min left)", flush=True)
+                print(
+                    f"    {self.task.metric} {record['score']:.2f}  "
+                    f"({record['wall_time_s']} s; about {left / 60:.0f} min left)",
+                    flush=True,
+                )
                 checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
         if self.results_path.is_file():
@@ -291,7 +314,10 @@ class Pipeline:
         try:
             config = AutoConfig.from_pretrained(resolve(model))
         except (OSError, ValueError) as error:
-            raise FlareError(f"model {model}: cannot load a config ({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})") from None
+            raise FlareError(
+                f"model {model}: cannot load a config "
+                f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
+            ) from None
         family = model_family(config.model_type)
         if family == "encoder":
             config.num_labels = max(len(self.task.labels), 1)
@@ -302,7 +328,9 @@ class Pipeline:
             with torch.device("meta"):
                 skeleton = cls.from_config(config)
         except (ValueError, KeyError) as error:
-            raise FlareError(f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})") from None
+            raise FlareError(
+                f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})"
+            ) from None
         with torch.device("meta"):
             adapt(skeleton, flare_config(self.study.adapter, self.task, family))
 

@@ -21,20 +21,29 @@ def _example(task, text: str, language: str, number: int) -> Example:
     fields = task.encoder_fields if task.type == "classification" else ["question", "context"]
     parts = text.split("\t")
     if len(parts) != len(fields):
-        raise FlareError(f"input {number}: expected {len(fields)} tab-separated field(s) ({', '.join(fields)}), got {len(parts)}")
-    return Example(id=str(number), language=language, fields={f: require_text(p, f"input {number}", f) for f, p in zip(fields, parts)})
+        raise FlareError(
+            f"input {number}: expected {len(fields)} tab-separated field(s) ({', '.join(fields)}), got {len(parts)}"
+        )
+    return Example(
+        id=str(number), language=language,
+        fields={f: require_text(p, f"input {number}", f) for f, p in zip(fields, parts)},
+    )
 
 
 def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path) -> list[str]:
     """Translate target-language inputs into English on the fly (cached like `flare translate`).
     Tab-separated fields are translated one by one."""
     from flare.languages import resolve_language
-    from flare.translate import Seq2SeqTranslator, TranslationCache, translate_texts
+    from flare.translate import Seq2SeqTranslator, translate_texts
+    from flare.translation_cache import TranslationCache
 
     columns = list(zip(*(t.split("\t") for t in texts)))
     translator, cache = Seq2SeqTranslator(mt_model), TranslationCache(cache_dir / "translation_cache.sqlite")
     src, tgt = resolve_language(language), resolve_language(source_language)
-    translated = [translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False) for c in columns]
+    translated = [
+        translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
+        for c in columns
+    ]
     rows = list(zip(*translated))
     for number, fields in enumerate(rows):
         if not all(f.strip() for f in fields):
@@ -62,7 +71,9 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     needs_english = view in ("flare", "input_fusion", "source")
     if needs_english and english is None:
         if not study.mt_model:
-            raise FlareError(f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly")
+            raise FlareError(
+                f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly"
+            )
         english = english_side(texts, language, task.source_language, study.mt_model, out / "translations")
     if method == "flare-mt" and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
@@ -76,7 +87,10 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
         model = load_flare_model(backbone, adapter)
     items = targets
     if needs_english:
-        items = [Pair(_example(task, e, task.source_language, i), t, "given") for i, (e, t) in enumerate(zip(english, targets))]
+        items = [
+            Pair(_example(task, e, task.source_language, i), t, "given")
+            for i, (e, t) in enumerate(zip(english, targets))
+        ]
     extra = None
     if method == "flare-mt":
         from flare.mt_encoder import MTEncoder

@@ -35,7 +35,10 @@ def qa_windows(tokenizer: Any, question: str, context: str, max_length: int, doc
     question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
     room = max_length - question_tokens - tokenizer.num_special_tokens_to_add(pair=True)
     if doc_stride >= room:
-        raise FlareError(f"doc_stride ({doc_stride}) must be smaller than the context room of a window ({room} tokens at max_length {max_length})")
+        raise FlareError(
+            f"doc_stride ({doc_stride}) must be smaller than the context room of a window "
+            f"({room} tokens at max_length {max_length})"
+        )
     enc = tokenizer(
         question, context, truncation="only_second", max_length=max_length, stride=doc_stride,
         return_overflowing_tokens=True, return_offsets_mapping=True, padding=False,
@@ -115,7 +118,9 @@ def decode_answers(
     """Answer text per example id, from the logits of all its windows (features in any order).
     Every example in `contexts` gets an entry; "" when none of its windows yields a valid span."""
     if len(features) != len(start_logits) or len(features) != len(end_logits):
-        raise FlareError(f"span decoding: {len(features)} features but {len(start_logits)}/{len(end_logits)} logit rows")
+        raise FlareError(
+            f"span decoding: {len(features)} features but {len(start_logits)}/{len(end_logits)} logit rows"
+        )
     best: dict[str, tuple[float, tuple[int, int] | None]] = {key: (-np.inf, None) for key in contexts}
     for feature, starts, ends in zip(features, start_logits, end_logits):
         key = feature["example_id"]

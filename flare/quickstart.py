@@ -44,15 +44,24 @@ def main() -> int:
 
         quiet_libraries()
         study = quickstart_study(default_data_dir())
-        print("flare-xlt quickstart: multilingual-e5-small, NusaX sentiment, English -> Javanese (2 CPU cores: a few minutes)")
-        print("FLARE's English side is NusaX's human English translation of each Javanese sentence (gold parallel data, no MT).")
+        print(
+            "flare-xlt quickstart: multilingual-e5-small, NusaX sentiment, English -> Javanese "
+            "(2 CPU cores: a few minutes)"
+        )
+        print(
+            "FLARE's English side is NusaX's human English translation of each Javanese sentence "
+            "(gold parallel data, no MT)."
+        )
         results = compare(study)
     except FlareError as error:
         print(f"flare: error: {error}", file=sys.stderr)
         return 2
     print()
     print((results.parent / "results.md").read_text(encoding="utf-8").split("\n\n")[2])
-    print(f"\nmacro-F1 on the 400 Javanese test sentences; full report in {results.parent}/ ({time.perf_counter() - start:.0f} s)")
+    print(
+        f"\nmacro-F1 on the 400 Javanese test sentences; full report in {results.parent}/ "
+        f"({time.perf_counter() - start:.0f} s)"
+    )
     return 0
 
 

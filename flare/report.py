@@ -122,7 +122,8 @@ def _scores(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[st
         if slot in seen:
             raise FlareError(f"report: runs {seen[slot]!r} and {r['run_id']!r} are the same method, language and seed")
         seen[slot] = r["run_id"]
-        table.setdefault(slot[0], {}).setdefault(r["label"], {}).setdefault(r["language"], {})[r["seed"]] = float(r["score"])
+        score = float(r["score"])
+        table.setdefault(slot[0], {}).setdefault(r["label"], {}).setdefault(r["language"], {})[r["seed"]] = score
     return table
 
 
@@ -374,7 +375,9 @@ def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = 
         raise FlareError(f"report: {results_path} holds no finished runs yet")
     out_dir = results_path.parent if out_dir is None else Path(out_dir)
     try:
-        return write_report(records, out_dir, title=f"FLARE comparison: {results_path.parent.name or results_path.stem}")
+        return write_report(
+            records, out_dir, title=f"FLARE comparison: {results_path.parent.name or results_path.stem}"
+        )
     except OSError as error:
         raise FlareError(f"report: cannot write to {out_dir} ({error.strerror or error})") from None
 

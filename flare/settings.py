@@ -98,7 +98,8 @@ class AdapterSettings:
         lora_alpha: LoRA scaling numerator (scale = lora_alpha / r).
         lora_dropout: dropout on the adapter input.
         target_modules: module names that get LoRA, or "all-linear"; empty: the query/value projections.
-        source_position: "module_input" (what the fused linear sees) or "layer_input" (the reference code's residual stream).
+        source_position: "module_input" (what the fused linear sees) or "layer_input" (the reference code's
+            residual stream).
         decode_fusion: what generated tokens fuse: "none" or "last".
         cross_attention_heads: heads of the cross_attention fusion.
     """
@@ -149,7 +150,7 @@ class Study:
     stage1: StageSettings = field(default_factory=StageSettings)
     stage2: StageSettings = field(default_factory=StageSettings)
 
-    def validate(self) -> "Study":
+    def validate(self) -> Study:
         """Fail before any work starts, with one line naming the field."""
         from flare.tasks import get_task
 
@@ -179,7 +180,8 @@ class Study:
             if stage.learning_rate <= 0 or stage.epochs < 1 or stage.batch_size < 1:
                 raise FlareError(f"{name}: learning_rate, epochs and batch_size must be positive")
         local = Path(self.model)
-        if (self.model.startswith((".", "/", "~")) or local.exists()) and not (local.expanduser() / "config.json").is_file():
+        looks_local = self.model.startswith((".", "/", "~")) or local.exists()
+        if looks_local and not (local.expanduser() / "config.json").is_file():
             raise FlareError(f"model: {self.model} is not a model directory (no config.json)")
         return self
 
@@ -192,7 +194,9 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - known)
     if unknown:
-        raise FlareError(f"{where + '.' if where else ''}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})")
+        raise FlareError(
+            f"{where + '.' if where else ''}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})"
+        )
     built = {}
     for key, value in values.items():
         name = f"{where}.{key}" if where else key
@@ -216,7 +220,10 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
         if base is list and isinstance(value, list):
             item = (typing.get_args(option) or (object,))[0]
             return [_check_type(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-        if base is not list and base is not type(None) and isinstance(value, base) and not (base is int and isinstance(value, bool)):
+        if (
+            base is not list and base is not type(None) and isinstance(value, base)
+            and not (base is int and isinstance(value, bool))
+        ):
             return value
     raise FlareError(f"{name}: {value!r} is not a valid {getattr(hint, '__name__', str(hint))}")
 
@@ -233,7 +240,9 @@ def read_study_yaml(path: str | Path) -> dict[str, Any]:
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise FlareError(f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})") from None
+        raise FlareError(
+            f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})"
+        ) from None
     if not isinstance(values, (dict, type(None))):
         raise FlareError(f"{path}: a study file must be a YAML mapping of settings, got {type(values).__name__}")
     return values or {}

@@ -12,7 +12,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from flare.data import ColumnSpec, Example, LoadStats, Pair, examples_from_records, read_nusax_csv, read_records, read_squad_json, read_xnli_tsv
+from flare.data import (
+    ColumnSpec,
+    Example,
+    LoadStats,
+    Pair,
+    examples_from_records,
+    read_nusax_csv,
+    read_records,
+    read_squad_json,
+    read_xnli_tsv,
+)
 from flare.errors import FlareError
 from flare.parallel import pair_gold, pair_machine, read_translations, translation_path
 
@@ -63,7 +73,10 @@ class Task:
     def check_split(self, split: str, language: str) -> None:
         self.check_language(language)
         if split not in self.splits.get(language, []):
-            raise FlareError(f"task {self.name} has no split '{split}' for {language} (available: {', '.join(self.splits.get(language, [])) or 'none'})")
+            raise FlareError(
+                f"task {self.name} has no split '{split}' for {language} "
+                f"(available: {', '.join(self.splits.get(language, [])) or 'none'})"
+            )
 
     # --- loading ---------------------------------------------------------------------------------
 
@@ -86,13 +99,18 @@ class Task:
             candidates = [root / "tydiqa-goldp" / language / f"{split}.json"]
         return next((path for path in candidates if path.is_file()), None)
 
-    def load(self, split: str, language: str, data_dir: str | Path | None = None, stats: LoadStats | None = None) -> list[Example]:
+    def load(
+        self, split: str, language: str, data_dir: str | Path | None = None, stats: LoadStats | None = None
+    ) -> list[Example]:
         """Examples of one split in one language. Pass `stats` to learn what was skipped."""
         self.check_split(split, language)
         path = self.local_path(split, language, data_dir)
         if path is None:
             if self.kind == "custom":
-                raise FlareError(f"task {self.name}: file for split '{split}', language '{language}' not found: {self.files.get(split, {}).get(language)}")
+                raise FlareError(
+                    f"task {self.name}: file for split '{split}', language '{language}' not found: "
+                    f"{self.files.get(split, {}).get(language)}"
+                )
             from flare.hub import load_from_hub  # only reached without local files
 
             examples = load_from_hub(self.name, split, language, self.labels, stats)
@@ -104,7 +122,9 @@ class Task:
             examples = read_squad_json(path, language, stats)
         else:
             rows, columns = read_records(path)
-            examples = examples_from_records(rows, columns, path, language, self.columns, self.type, self.labels, self.label_map, stats)
+            examples = examples_from_records(
+                rows, columns, path, language, self.columns, self.type, self.labels, self.label_map, stats
+            )
         if not examples:
             raise FlareError(f"task {self.name}: {path or 'hub'} has no usable examples for {split}/{language}")
         if stats is not None:
@@ -139,11 +159,15 @@ class Task:
             source = "gold" if gold_possible else "machine"
         if source == "gold":
             if not gold_possible:
-                raise FlareError(f"task {self.name} has no gold parallel {split} data for {english}-{language}; use source='machine'")
+                raise FlareError(
+                    f"task {self.name} has no gold parallel {split} data for {english}-{language}; use source='machine'"
+                )
             sources = self.load(split, english, data_dir)
             targets = self.load(split, language, data_dir)
             pairs = pair_gold(
-                sources, targets, str(self.local_path(split, english, data_dir) or "hub"), str(self.local_path(split, language, data_dir) or "hub"),
+                sources, targets,
+                str(self.local_path(split, english, data_dir) or "hub"),
+                str(self.local_path(split, language, data_dir) or "hub"),
                 by=self.pair_by, check_labels=self.type == "classification",
             )
         elif source == "machine":
@@ -154,7 +178,8 @@ class Task:
             originals = self.load(split, original_lang, data_dir)
             path = translation_path(translations_dir, self.name, split, original_lang, translated_lang)
             pairs = pair_machine(
-                originals, read_translations(path), path, translated_lang, side, self.text_fields, self.type == "qa", stats,
+                originals, read_translations(path), path, translated_lang, side, self.text_fields, self.type == "qa",
+                stats,
             )
         else:
             raise FlareError(f"source must be 'gold', 'machine' or 'auto', got {source!r}")
@@ -206,7 +231,8 @@ def _nusax() -> Task:
         metric="macro_f1", metrics=["accuracy", "macro_f1"], text_fields=["text"],
         splits={lang: ["train", "valid", "test"] for lang in NUSAX_LANGUAGES},
         split_roles={"train": "train", "validation": "valid", "test": "test"}, encoder_fields=["text"],
-        decoder_prompt=PromptTemplate("{text}", "Sentiment:"), seq2seq_prompt=PromptTemplate("sentiment: {text}", "label:"),
+        decoder_prompt=PromptTemplate("{text}", "Sentiment:"),
+        seq2seq_prompt=PromptTemplate("sentiment: {text}", "label:"),
         verbalizer=list(labels), parallel=True, pair_by="id", kind="nusax",
     )
 

@@ -55,10 +55,15 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> di
     return tensors
 
 
-def _load_optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor]) -> None:
+def _load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor]
+) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for name, param in zip(names, params):
-        state = {key.split("::", 1)[1]: value.to(param.device) for key, value in tensors.items() if key.split("::", 1)[0] == name}
+        state = {
+            key.split("::", 1)[1]: value.to(param.device)
+            for key, value in tensors.items() if key.split("::", 1)[0] == name
+        }
         if state:
             optimizer.state[param] = state
 
@@ -89,8 +94,10 @@ def fit(
     """
     # split_batches: under `accelerate launch` each process takes its share of every batch, so
     # N processes train exactly like one process with the same batch size
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation,
-                              cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True))
+    accelerator = Accelerator(
+        mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation,
+        cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
     torch.manual_seed(seed)
     names = list(_trainable(model))
     params = list(_trainable(model).values())
@@ -117,7 +124,9 @@ def fit(
                 for name, param in _trainable(accelerator.unwrap_model(model)).items():
                     param.copy_(weights[name])
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
-            raise FlareError(f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run") from None
+            raise FlareError(
+                f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run"
+            ) from None
         _load_optimizer_tensors(optimizer, names, optimizer_state)
         scheduler.load_state_dict(state["scheduler"])
         # load_state_dict restores the schedule's position but not the optimizer's current rate
@@ -130,7 +139,9 @@ def fit(
     for epoch in range(state["epoch"], settings.epochs):
         model.train()
         order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
-        loader = DataLoader(list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate)
+        loader = DataLoader(
+            list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
+        )
         loader = accelerator.prepare_data_loader(loader)
         losses, start = [], time.perf_counter()
         bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
@@ -217,7 +228,9 @@ class _Loggers:
 
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
     with atomic_dir(directory) as staging:
-        save_file({n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / "trainable.safetensors")
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / "trainable.safetensors"
+        )
         save_file(_optimizer_tensors(optimizer, names), staging / "optimizer.safetensors")
         save_file({"cpu": torch.get_rng_state()}, staging / "rng.safetensors")
         if best:

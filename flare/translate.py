@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,7 +26,8 @@ from flare.errors import FlareError
 from flare.files import write_atomically
 from flare.languages import m2m100_tag, resolve_languages
 from flare.parallel import translation_path
-from flare.projection import mark_answer, unmark_answer, DROP_ANSWER_NOT_IN_CONTEXT, MARKER
+from flare.projection import DROP_ANSWER_NOT_IN_CONTEXT, MARKER, mark_answer, unmark_answer
+from flare.translation_cache import TranslationCache
 
 TRANSLATABLE_FIELDS = ("premise", "hypothesis", "text", "question", "context")
 _DTYPES = ("float32", "float16", "bfloat16")
@@ -112,9 +112,14 @@ def check_mt_model(model: str) -> None:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise FlareError(f"MT model {model}: unreadable config.json ({str(error).splitlines()[0] if str(error) else type(error).__name__})") from None
+        raise FlareError(
+            f"MT model {model}: unreadable config.json "
+            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
+        ) from None
     if not getattr(config, "is_encoder_decoder", False):
-        raise FlareError(f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)")
+        raise FlareError(
+            f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)"
+        )
 
 
 def language_token_id(tokenizer: Any, flores: str) -> int:
@@ -180,60 +185,6 @@ class Seq2SeqTranslator:
                 do_sample=False, max_new_tokens=max_new,
             )
         return [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
-
-
-class TranslationCache:
-    """SQLite store of translations keyed by (model, source code, target code, settings, text)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(path), timeout=120)
-        except (OSError, sqlite3.Error) as error:
-            raise FlareError(f"translation cache {path}: cannot create it ({getattr(error, 'strerror', None) or error})") from None
-        try:
-            # WAL lets a second process read while one writes; synchronous=NORMAL keeps commits cheap.
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS translations (model TEXT, src TEXT, tgt TEXT, settings TEXT,"
-                " source TEXT, translation TEXT, PRIMARY KEY (model, src, tgt, settings, source))"
-            )
-            self._db.commit()
-        except sqlite3.DatabaseError as error:
-            self._db.close()
-            raise FlareError(f"translation cache {path}: unusable ({error}); delete it to start a new cache") from None
-
-    def lookup(self, namespace: tuple[str, str, str, str], texts: Sequence[str]) -> dict[str, str]:
-        """Cached translations of ``texts`` under ``namespace = (model, src, tgt, settings)``."""
-        found: dict[str, str] = {}
-        unique = list(dict.fromkeys(texts))
-        for i in range(0, len(unique), 500):
-            chunk = unique[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._db.execute(
-                "SELECT source, translation FROM translations WHERE model=? AND src=? AND tgt=?"
-                f" AND settings=? AND source IN ({marks})", (*namespace, *chunk)
-            )
-            found.update(rows)
-        return found
-
-    def store(self, namespace: tuple[str, str, str, str], pairs: Iterable[tuple[str, str]]) -> None:
-        """Insert translations and commit at once, so a crash right after loses nothing."""
-        with self._db:
-            self._db.executemany(
-                "INSERT OR REPLACE INTO translations VALUES (?, ?, ?, ?, ?, ?)",
-                [(*namespace, source, target) for source, target in pairs],
-            )
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> TranslationCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 @dataclass
@@ -411,7 +362,9 @@ def translate_dataset(
     return TranslationResult(output, meta_path, meta)
 
 
-def translation_quality(hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str | None = None) -> dict[str, float]:
+def translation_quality(
+    hypotheses: Sequence[str], references: Sequence[str], tgt_lang: str | None = None
+) -> dict[str, float]:
     """Corpus BLEU and chrF (sacrebleu) of translations against gold references (NusaX and XNLI
     are parallel, so their gold sides score an MT model). Chinese uses sacrebleu's ``zh`` tokenizer,
     Thai (no spaces) ``char``; the rest ``13a``."""

@@ -9,12 +9,12 @@ from safetensors.torch import save_file
 from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).parent))
-from flare import FlareConfig, get_flare_model  # noqa: E402
-from flare.formats import FormatSettings, PairFormatter  # noqa: E402
-from flare.settings import StageSettings  # noqa: E402
-from flare.tasks import get_task  # noqa: E402
-from flare.train import fit  # noqa: E402
-from tiny_tokenizers import encoder_tokenizer  # noqa: E402
+from flare import FlareConfig, get_flare_model
+from flare.formats import FormatSettings, PairFormatter
+from flare.settings import StageSettings
+from flare.tasks import get_task
+from flare.train import fit
+from tiny_tokenizers import encoder_tokenizer
 
 
 def main(data_dir: str, out: str) -> None:
@@ -22,8 +22,9 @@ def main(data_dir: str, out: str) -> None:
     pairs = task.load_pairs("train", "jav", data_dir)[:32]
     tok = encoder_tokenizer([t for p in pairs for t in (p.source.fields["text"], p.target.fields["text"])])
     torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                              pad_token_id=0, num_labels=3, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, pad_token_id=0, num_labels=3, hidden_dropout_prob=0.0,
+                              attention_probs_dropout_prob=0.0)
     model = get_flare_model(XLMRobertaForSequenceClassification(config), FlareConfig(task_type="SEQ_CLS"))
     formatter = PairFormatter(task, tok, "encoder", "flare", FormatSettings(max_length=24))
     settings = StageSettings(epochs=2, batch_size=8, learning_rate=1e-3, tensorboard=False)

@@ -47,7 +47,8 @@ def test_fuse_modules_matching_nothing():
 
 
 def test_target_modules_matching_nothing():
-    with pytest.raises(FlareError, match=r"target_modules \['nonexistent'\] match no module of LlamaForCausalLM") as error:
+    match = r"target_modules \['nonexistent'\] match no module of LlamaForCausalLM"
+    with pytest.raises(FlareError, match=match) as error:
         get_flare_model(tiny.llama(), FlareConfig(target_modules=["q_proj", "v_proj", "nonexistent"]))
     _one_line(error)
 
@@ -87,7 +88,7 @@ def test_source_states_width_mismatch(model):
 
 def test_source_states_without_source_dim():
     model = get_flare_model(tiny.llama(), FlareConfig())
-    with pytest.raises(FlareError, match="set FlareConfig.source_dim"):
+    with pytest.raises(FlareError, match=r"set FlareConfig\.source_dim"):
         model(input_ids=IDS, source_states=torch.randn(2, 6, 32))
 
 

@@ -16,7 +16,8 @@ def _decoder(**config):
 
 def _greedy(model, ids, steps=4, **source):
     out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=steps, min_new_tokens=steps,
-                         do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=tiny.PAD, **source)
+                         do_sample=False, output_logits=True, return_dict_in_generate=True, pad_token_id=tiny.PAD,
+                         **source)
     return out.sequences, out.logits  # raw logits: min_new_tokens masks EOS in scores
 
 
@@ -27,7 +28,7 @@ def test_english_prompt_is_encoded_once_and_prefill_matches_a_forward_pass():
     model._recorder.record = lambda run: calls.append(1) or record(run)
     ids, _ = tiny.batch(2, 6, seed=0)
     src, src_mask = tiny.batch(2, 5, seed=1, pad_right=2)
-    sequences, scores = _greedy(model, ids, source_input_ids=src, source_attention_mask=src_mask)
+    _sequences, scores = _greedy(model, ids, source_input_ids=src, source_attention_mask=src_mask)
     assert len(calls) == 1
     with torch.no_grad():
         forward = model(input_ids=ids, source_input_ids=src, source_attention_mask=src_mask).logits[:, -1]
@@ -80,7 +81,8 @@ def test_encoder_decoder_generation_fuses_with_a_source(decode_fusion):
     tiny.randomize_lora_B(model, std=0.5)
     ids, mask = tiny.batch(2, 7, seed=0)
     src, src_mask = tiny.batch(2, 7, seed=1)
-    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, output_scores=True, return_dict_in_generate=True)
+    kwargs = dict(input_ids=ids, attention_mask=mask, max_new_tokens=3, do_sample=False, output_scores=True,
+                  return_dict_in_generate=True)
     fused = model.generate(source_input_ids=src, source_attention_mask=src_mask, **kwargs).scores[0]
     plain = model.generate(**kwargs).scores[0]
     assert not torch.allclose(fused, plain)

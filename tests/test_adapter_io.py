@@ -42,7 +42,8 @@ def test_saved_directory_is_a_plain_peft_lora_adapter_without_pickles(tmp_path):
     model = _trained(fusion="cross_attention")
     model.save_pretrained(tmp_path / "adapter")
     files = {p.name for p in (tmp_path / "adapter").iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "flare_config.json", "flare_weights.safetensors"} <= files
+    expected = {"adapter_config.json", "adapter_model.safetensors", "flare_config.json", "flare_weights.safetensors"}
+    assert expected <= files
     assert all(name.endswith((".json", ".safetensors", ".md")) for name in files), files
     peft_model = PeftModel.from_pretrained(tiny.llama(), tmp_path / "adapter").eval()
     assert torch.equal(peft_model(**INPUTS).logits, model(**INPUTS).logits)  # FLARE without a source

@@ -50,7 +50,9 @@ def test_extra_source_padding_changes_nothing():
     padded = torch.cat([src, torch.full((2, 5), tiny.PAD)], 1)
     padded_mask = torch.cat([src_mask, torch.zeros(2, 5, dtype=torch.long)], 1)
     out = model(input_ids=ids, attention_mask=mask, source_input_ids=src, source_attention_mask=src_mask).logits
-    out_padded = model(input_ids=ids, attention_mask=mask, source_input_ids=padded, source_attention_mask=padded_mask).logits
+    out_padded = model(
+        input_ids=ids, attention_mask=mask, source_input_ids=padded, source_attention_mask=padded_mask
+    ).logits
     torch.testing.assert_close(out, out_padded)
 
 
@@ -80,7 +82,9 @@ def test_a_source_longer_than_the_target_is_cut_to_the_target_length():
     long_src, _ = tiny.batch(2, 9, seed=1)
     name = model.fused_modules[0]  # layer 0 query
     english = tiny.record_inputs(unadapted, [name], lambda: unadapted(input_ids=long_src))
-    target = tiny.record_inputs(model.backbone, [name], lambda: model(input_ids=ids, attention_mask=mask, source_input_ids=long_src))
+    target = tiny.record_inputs(
+        model.backbone, [name], lambda: model(input_ids=ids, attention_mask=mask, source_input_ids=long_src)
+    )
     layer = model.backbone.get_submodule(name)
     A, B = layer.lora_A["default"].weight, layer.lora_B["default"].weight
     x_s, (x_t, y) = english[name][0], target[name]
@@ -113,6 +117,10 @@ def test_right_padded_mt_states_pair_with_a_left_padded_prompt():
     right_mask = torch.cat([torch.ones(2, 4), torch.zeros(2, 3)], 1).long()
     left_padded = torch.cat([torch.zeros(2, 3, 8), states], 1)
     left_mask = right_mask.flip(1)
-    out_right = model(input_ids=ids, attention_mask=mask, source_states=right_padded, source_attention_mask=right_mask).logits
-    out_left = model(input_ids=ids, attention_mask=mask, source_states=left_padded, source_attention_mask=left_mask).logits
+    out_right = model(
+        input_ids=ids, attention_mask=mask, source_states=right_padded, source_attention_mask=right_mask
+    ).logits
+    out_left = model(
+        input_ids=ids, attention_mask=mask, source_states=left_padded, source_attention_mask=left_mask
+    ).logits
     torch.testing.assert_close(out_right, out_left)

@@ -49,9 +49,13 @@ def test_fused_module_output_matches_formula(fusion):
     ids, mask = tiny.batch(2, 9, seed=0)
     src, src_mask = tiny.batch(2, 9, seed=1)
 
-    english = tiny.record_inputs(unadapted, model.fused_modules, lambda: unadapted(input_ids=src, attention_mask=src_mask))
-    target = tiny.record_inputs(model.backbone, model.fused_modules,
-                           lambda: model(input_ids=ids, attention_mask=mask, source_input_ids=src, source_attention_mask=src_mask))
+    english = tiny.record_inputs(
+        unadapted, model.fused_modules, lambda: unadapted(input_ids=src, attention_mask=src_mask)
+    )
+    target = tiny.record_inputs(
+        model.backbone, model.fused_modules,
+        lambda: model(input_ids=ids, attention_mask=mask, source_input_ids=src, source_attention_mask=src_mask),
+    )
     assert len(model.fused_modules) == 4  # query and value in both layers
     for name in model.fused_modules:
         layer = model.backbone.get_submodule(name)
@@ -104,7 +108,9 @@ def test_zero_initialised_B_leaves_the_base_model_unchanged(fusion):
 
 
 def test_gradients_reach_adapter_and_fusion_never_the_base():
-    model = get_flare_model(tiny.llama(), FlareConfig(fusion="cross_attention", source_dim=12, target_modules="all-linear"))
+    model = get_flare_model(
+        tiny.llama(), FlareConfig(fusion="cross_attention", source_dim=12, target_modules="all-linear")
+    )
     tiny.randomize_lora_B(model)
     ids, _ = tiny.batch(2, 6, seed=0)
     model(input_ids=ids, labels=ids, source_states=torch.randn(2, 6, 12)).loss.backward()
@@ -122,7 +128,9 @@ def test_english_pass_is_frozen_adapter_free_dropout_free_and_graph_free():
     tiny.randomize_lora_B(model)
     src, src_mask = tiny.batch(2, 7, seed=2, pad_right=2)
     ids, mask = tiny.batch(2, 7, seed=3)
-    english = tiny.record_inputs(unadapted, model.fused_modules, lambda: unadapted(input_ids=src, attention_mask=src_mask))
+    english = tiny.record_inputs(
+        unadapted, model.fused_modules, lambda: unadapted(input_ids=src, attention_mask=src_mask)
+    )
     model(input_ids=ids, attention_mask=mask, source_input_ids=src, source_attention_mask=src_mask)
     recorded = model._side.recorded
     for name in model.fused_modules:
@@ -151,7 +159,9 @@ def test_layer_input_equals_module_input_on_post_norm_encoders_but_not_pre_norm_
         src, _ = tiny.batch(2, 6, seed=1)
         return model(input_ids=ids, source_input_ids=src).logits
 
-    torch.testing.assert_close(logits(tiny.xlmr_classifier, "layer_input"), logits(tiny.xlmr_classifier, "module_input"))
+    torch.testing.assert_close(
+        logits(tiny.xlmr_classifier, "layer_input"), logits(tiny.xlmr_classifier, "module_input")
+    )
     assert not torch.allclose(logits(tiny.llama, "layer_input"), logits(tiny.llama, "module_input"))
 
 

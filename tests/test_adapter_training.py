@@ -19,7 +19,10 @@ def _loss_and_grads(checkpointing, reentrant=False, fusion="add_relu", source="i
         model.gradient_checkpointing_enable(use_reentrant=reentrant)
     ids, mask = tiny.batch(2, 7, seed=0, pad_right=2)
     src, src_mask = tiny.batch(2, 9, seed=1, pad_right=3)
-    inputs = {"source_input_ids": src} if source == "ids" else {"source_states": torch.randn(2, 9, 12, generator=torch.Generator().manual_seed(2))}
+    inputs = (
+        {"source_input_ids": src} if source == "ids"
+        else {"source_states": torch.randn(2, 9, 12, generator=torch.Generator().manual_seed(2))}
+    )
     loss = model(input_ids=ids, attention_mask=mask, labels=ids, source_attention_mask=src_mask, **inputs).loss
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
@@ -43,7 +46,9 @@ def _four_bit_llama(tmp_path):
     from transformers import BitsAndBytesConfig, LlamaForCausalLM
 
     tiny.llama(hidden_size=64, intermediate_size=128).save_pretrained(tmp_path / "base")
-    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    quantization = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
+    )
     return LlamaForCausalLM.from_pretrained(tmp_path / "base", quantization_config=quantization, device_map="cpu")
 
 
@@ -82,7 +87,9 @@ ARCHITECTURES = {
 @pytest.mark.parametrize("fusion", FUSIONS)
 def test_every_fusion_trains_on_every_architecture(arch, fusion):
     build, targets = ARCHITECTURES[arch]
-    model = get_flare_model(build(), FlareConfig(fusion=fusion, cross_attention_heads=2 if fusion == "cross_attention" else 1)).train()
+    model = get_flare_model(
+        build(), FlareConfig(fusion=fusion, cross_attention_heads=2 if fusion == "cross_attention" else 1)
+    ).train()
     tiny.randomize_lora_B(model)
     ids, mask = tiny.batch(2, 8, seed=0, pad_right=2)
     src, src_mask = tiny.batch(2, 6, seed=1, pad_right=1)
@@ -121,7 +128,10 @@ def test_m2m100_encoder_states_drive_flare_mt():
     model = get_flare_model(tiny.xlmr_classifier(), FlareConfig(source_dim=states.shape[-1])).train()
     tiny.randomize_lora_B(model)
     ids, mask = tiny.batch(2, 8, seed=1)
-    out = model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1]), source_states=states, source_attention_mask=text_mask)
+    out = model(
+        input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 1]), source_states=states,
+        source_attention_mask=text_mask,
+    )
     out.loss.backward()
     assert model.source_projection.weight.grad.abs().sum() > 0
     assert model.source_projection.in_features == 24 and model.source_projection.out_features == 32

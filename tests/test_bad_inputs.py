@@ -31,8 +31,9 @@ PAYLOAD = "!!python/object/apply:os.system ['touch {}/pwned']"
 
 
 def _encoder(path: Path, texts: list[str], hidden: int = 32) -> Path:
-    from tiny_tokenizers import encoder_tokenizer
     from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from tiny_tokenizers import encoder_tokenizer
 
     tokenizer = encoder_tokenizer(texts)
     torch.manual_seed(0)
@@ -60,7 +61,9 @@ def shared(tmp_path_factory, data_dir):
 
     root = tmp_path_factory.mktemp("bad_inputs")
     task = get_task("nusax")
-    texts = ["Sentiment", ":"] + [e.fields["text"] for lang in ("eng", "jav") for e in task.load("test", lang, data_dir)[:40]]
+    texts = ["Sentiment", ":"] + [
+        e.fields["text"] for lang in ("eng", "jav") for e in task.load("test", lang, data_dir)[:40]
+    ]
     encoder = _encoder(root / "encoder", texts)
     shutil.copytree(encoder, root / "study/stage1/model")
     _adapter(root / "study/stage1/model", root / "study/runs/flare-add_relu/jav/seed1/adapter")
@@ -83,7 +86,8 @@ class Case:
 
     def study(self, **settings) -> str:
         values = {"task": "nusax", "model": str(self.shared["encoder"]), "languages": ["jav"], "methods": ["flare"],
-                  "output_dir": str(self.out), "data": {"data_dir": self.data, "max_train": 8, "max_valid": 4, "max_test": 4}}
+                  "output_dir": str(self.out),
+                  "data": {"data_dir": self.data, "max_train": 8, "max_valid": 4, "max_test": 4}}
         return str(self.file("study.yaml", yaml.safe_dump({**values, **settings})))
 
     def trained(self) -> str:
@@ -99,7 +103,8 @@ class Case:
 
     def translate(self, *args: str, model: str | None = None) -> list[str]:
         return ["translate", "--task", "nusax", "--split", "test", "--src_lang", "jav", "--tgt_lang", "eng",
-                "--model", model or str(self.shared["nllb"]), "--translations_dir", str(self.out), "--data_dir", self.data, *args]
+                "--model", model or str(self.shared["nllb"]), "--translations_dir", str(self.out),
+                "--data_dir", self.data, *args]
 
     def task(self, de: str | bytes = DE, en: str = EN, suffix: str = "csv") -> str:
         self.file(f"en/test.{suffix}", en)
@@ -107,7 +112,8 @@ class Case:
         spec = {"name": "toy", "type": "classification", "languages": ["en", "de"], "labels": ["negative", "positive"],
                 "id_column": "id", "files": "{language}/{split}." + suffix, "splits": ["test"], "parallel": True}
         if suffix == "json":
-            spec = {"name": "toy-qa", "type": "qa", "languages": ["en", "de"], "files": "{language}/{split}.json", "splits": ["test"]}
+            spec = {"name": "toy-qa", "type": "qa", "languages": ["en", "de"], "files": "{language}/{split}.json",
+                    "splits": ["test"]}
         return str(self.file("task.yaml", yaml.safe_dump(spec)))
 
     def checkpoint(self) -> str:
@@ -126,7 +132,8 @@ class Case:
     def gpt2(self) -> str:
         from transformers import GPT2Config
 
-        GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, bos_token_id=0, eos_token_id=0).save_pretrained(self.tmp / "gpt2")
+        config = GPT2Config(n_embd=32, n_layer=1, n_head=2, vocab_size=50, bos_token_id=0, eos_token_id=0)
+        config.save_pretrained(self.tmp / "gpt2")
         return str(self.tmp / "gpt2")
 
     def bad_adapter(self, how: str) -> list[str]:
@@ -162,7 +169,6 @@ def _translate_rows(c: Case, rows: list[dict], tgt: str = "eng"):
 
 def _flare_model(kind: str, c: Case):
     import tiny_models
-
     from flare import get_flare_model, load_flare_model
     from flare.modeling import load_backbone
 
@@ -171,7 +177,9 @@ def _flare_model(kind: str, c: Case):
 
         return lambda: get_flare_model(GPT2LMHeadModel(GPT2Config(n_embd=16, n_layer=1, n_head=2, vocab_size=20)))
     if kind == "mismatch":
-        return lambda: load_flare_model(load_backbone(str(c.shared["encoder"]), get_task("nusax"))[0], c.shared["root"] / "wide_adapter")
+        return lambda: load_flare_model(
+            load_backbone(str(c.shared["encoder"]), get_task("nusax"))[0], c.shared["root"] / "wide_adapter"
+        )
     return lambda: load_flare_model(tiny_models.xlmr_classifier(), c.tmp / "nothing")
 
 
@@ -179,74 +187,131 @@ def _report(c: Case, content: str | bytes, *args: str) -> list[str]:
     return ["report", str(c.file("results.jsonl", content)), *args]
 
 
-RECORD = '{"run_id": "nusax/flare/jav/seed1", "task": "nusax", "method": "flare", "label": "FLARE", "language": "jav", "seed": 1, "metric": "macro_f1", "score": 50.0}\n'
+RECORD = (
+    '{"run_id": "nusax/flare/jav/seed1", "task": "nusax", "method": "flare", "label": "FLARE", "language": "jav", '
+    '"seed": 1, "metric": "macro_f1", "score": 50.0}\n'
+)
 
 CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     # study YAML and settings (compare, train, evaluate)
-    ("yaml-malformed", "compare", r"s.yaml: line 3 is not valid YAML \(expected ',' or ']'", lambda c: ["compare", str(c.file("s.yaml", "task: nusax\nlanguages: [jav\n"))]),
-    ("yaml-utf16", "compare", r"is UTF-16 text", lambda c: ["compare", str(c.file("s.yaml", "task: nusax\n".encode("utf-16")))]),
-    ("yaml-latin1", "compare", r"line 2 is not UTF-8 text", lambda c: ["compare", str(c.file("s.yaml", "task: nusax\noutput_dir: r\xe9sultats\n".encode("latin-1")))]),
+    ("yaml-malformed", "compare", r"s.yaml: line 3 is not valid YAML \(expected ',' or ']'",
+     lambda c: ["compare", str(c.file("s.yaml", "task: nusax\nlanguages: [jav\n"))]),
+    ("yaml-utf16", "compare", r"is UTF-16 text",
+     lambda c: ["compare", str(c.file("s.yaml", "task: nusax\n".encode("utf-16")))]),
+    ("yaml-latin1", "compare", r"line 2 is not UTF-8 text",
+     lambda c: ["compare", str(c.file("s.yaml", "task: nusax\noutput_dir: r\xe9sultats\n".encode("latin-1")))]),
     ("yaml-python-tag", "compare", r"could not determine a constructor for the tag .*python/object/apply",
      lambda c: ["compare", str(c.file("s.yaml", f"task: nusax\nmodel: {PAYLOAD.format(c.tmp)}\n"))]),
-    ("yaml-not-a-mapping", "train", r"must be a YAML mapping", lambda c: ["train", str(c.file("s.yaml", "- jav\n- sun\n")), "--method", "flare", "--language", "jav"]),
+    ("yaml-not-a-mapping", "train", r"must be a YAML mapping",
+     lambda c: ["train", str(c.file("s.yaml", "- jav\n- sun\n")), "--method", "flare", "--language", "jav"]),
     ("yaml-unknown-key", "compare", r"languagez", lambda c: ["compare", c.study(languagez=["jav"])]),
     ("unknown-task", "compare", r"unknown task 'sentiment'", lambda c: ["compare", c.study(task="sentiment")]),
     ("unknown-method", "compare", r"unknown method 'flarex'", lambda c: ["compare", c.study(methods=["flarex"])]),
     ("unknown-fusion", "compare", r"unknown fusion 'concat'", lambda c: ["compare", c.study(fusions=["concat"])]),
-    ("unknown-language", "compare", r"task nusax has no language 'xx'", lambda c: ["compare", c.study(languages=["xx"])]),
-    ("model-missing", "compare", r"model: .*/no/such/model is not a model directory", lambda c: ["compare", c.study(model=str(c.tmp / "no/such/model"))]),
-    ("model-not-a-model", "compare", r"cannot load a config", lambda c: ["compare", c.study(model=str(c.file("junk/config.json", "{oops").parent))]),
-    ("model-no-query-value", "compare", r"cannot tell which modules of GPT2LMHeadModel", lambda c: ["compare", c.study(model=c.gpt2())]),
-    ("target-modules-match-nothing", "compare", r"target_modules \['qkv'\] match no module", lambda c: ["compare", c.study(adapter={"target_modules": ["qkv"]})]),
-    ("output-dir-under-a-file", "compare", r"output_dir: cannot create .*afile/out", lambda c: ["compare", c.study(output_dir=str(c.file("afile", "x") / "out"))]),
-    ("data-dir-missing", "compare", r"data_dir .*nodata is not a directory", lambda c: ["compare", c.study(data={"data_dir": str(c.tmp / "nodata")})]),
-    ("checkpoint-truncated", "compare", r"resume checkpoint .*trainable.safetensors is missing or corrupt.*delete", lambda c: ["compare", c.checkpoint()]),
-    ("train-unknown-method", "train", r"unknown method 'flarex'", lambda c: ["train", c.study(), "--method", "flarex", "--language", "jav"]),
-    ("train-unknown-language", "train", r"has no language 'xx'", lambda c: ["train", c.study(), "--method", "flare", "--language", "xx"]),
-    ("evaluate-trained-method", "evaluate", r"evaluate: method must be zero-shot or translate-test", lambda c: ["evaluate", c.study(), "--language", "jav", "--method", "flare"]),
+    ("unknown-language", "compare", r"task nusax has no language 'xx'",
+     lambda c: ["compare", c.study(languages=["xx"])]),
+    ("model-missing", "compare", r"model: .*/no/such/model is not a model directory",
+     lambda c: ["compare", c.study(model=str(c.tmp / "no/such/model"))]),
+    ("model-not-a-model", "compare", r"cannot load a config",
+     lambda c: ["compare", c.study(model=str(c.file("junk/config.json", "{oops").parent))]),
+    ("model-no-query-value", "compare", r"cannot tell which modules of GPT2LMHeadModel",
+     lambda c: ["compare", c.study(model=c.gpt2())]),
+    ("target-modules-match-nothing", "compare", r"target_modules \['qkv'\] match no module",
+     lambda c: ["compare", c.study(adapter={"target_modules": ["qkv"]})]),
+    ("output-dir-under-a-file", "compare", r"output_dir: cannot create .*afile/out",
+     lambda c: ["compare", c.study(output_dir=str(c.file("afile", "x") / "out"))]),
+    ("data-dir-missing", "compare", r"data_dir .*nodata is not a directory",
+     lambda c: ["compare", c.study(data={"data_dir": str(c.tmp / "nodata")})]),
+    ("checkpoint-truncated", "compare", r"resume checkpoint .*trainable.safetensors is missing or corrupt.*delete",
+     lambda c: ["compare", c.checkpoint()]),
+    ("train-unknown-method", "train", r"unknown method 'flarex'",
+     lambda c: ["train", c.study(), "--method", "flarex", "--language", "jav"]),
+    ("train-unknown-language", "train", r"has no language 'xx'",
+     lambda c: ["train", c.study(), "--method", "flare", "--language", "xx"]),
+    ("evaluate-trained-method", "evaluate", r"evaluate: method must be zero-shot or translate-test",
+     lambda c: ["evaluate", c.study(), "--language", "jav", "--method", "flare"]),
     # translate
-    ("translate-unknown-language-code", "translate", r"unknown language code 'xx'", lambda c: c.translate("--tgt_lang", "xx")),
-    ("translate-language-nllb-lacks", "translate", r"'mad' \(Madurese\) is not covered by NLLB-200", lambda c: c.translate("--src_lang", "mad")),
-    ("translate-model-missing", "translate", r"MT model .*nomodel: not a model directory", lambda c: c.translate(model=str(c.tmp / "nomodel"))),
-    ("translate-model-not-mt", "translate", r"xlm-roberta model is not an encoder-decoder", lambda c: c.translate(model=str(c.shared["encoder"]))),
-    ("translate-dir-under-a-file", "translate", r"cannot create it \(Not a directory\)", lambda c: c.translate("--translations_dir", str(c.file("afile", "x") / "tr"))),
+    ("translate-unknown-language-code", "translate", r"unknown language code 'xx'",
+     lambda c: c.translate("--tgt_lang", "xx")),
+    ("translate-language-nllb-lacks", "translate", r"'mad' \(Madurese\) is not covered by NLLB-200",
+     lambda c: c.translate("--src_lang", "mad")),
+    ("translate-model-missing", "translate", r"MT model .*nomodel: not a model directory",
+     lambda c: c.translate(model=str(c.tmp / "nomodel"))),
+    ("translate-model-not-mt", "translate", r"xlm-roberta model is not an encoder-decoder",
+     lambda c: c.translate(model=str(c.shared["encoder"]))),
+    ("translate-dir-under-a-file", "translate", r"cannot create it \(Not a directory\)",
+     lambda c: c.translate("--translations_dir", str(c.file("afile", "x") / "tr"))),
     ("translate-corrupt-cache", "translate", r"translation_cache.sqlite: unusable \(file is not a database\)",
      lambda c: c.translate("--translations_dir", str(c.file("tr/translation_cache.sqlite", b"\x00junk" * 200).parent))),
     # predict
-    ("predict-planted-pickle", "predict", r"only safetensors adapters are loaded, never pickles", lambda c: c.bad_adapter("pickle")),
-    ("predict-truncated-adapter", "predict", r"cannot read adapter_model.safetensors as safetensors", lambda c: c.bad_adapter("truncate")),
-    ("predict-adapter-of-another-base", "predict", r"cannot load the adapter in .*size mismatch", lambda c: c.bad_adapter("wide")),
-    ("predict-whitespace-text", "predict", r"input 0: field 'text' is empty", lambda c: c.predict("--text", "   ", "--english", "good")),
-    ("predict-latin1-file", "predict", r"not UTF-8 text", lambda c: c.predict("--text", str(c.file("in.txt", "apik \xe9\n".encode("latin-1"))), "--english", "good")),
-    ("predict-english-count", "predict", r"2 inputs but 1 English translations", lambda c: c.predict("--text", str(c.file("in.txt", "apik\nala\n")), "--english", "good")),
+    ("predict-planted-pickle", "predict", r"only safetensors adapters are loaded, never pickles",
+     lambda c: c.bad_adapter("pickle")),
+    ("predict-truncated-adapter", "predict", r"cannot read adapter_model.safetensors as safetensors",
+     lambda c: c.bad_adapter("truncate")),
+    ("predict-adapter-of-another-base", "predict", r"cannot load the adapter in .*size mismatch",
+     lambda c: c.bad_adapter("wide")),
+    ("predict-whitespace-text", "predict", r"input 0: field 'text' is empty",
+     lambda c: c.predict("--text", "   ", "--english", "good")),
+    ("predict-latin1-file", "predict", r"not UTF-8 text",
+     lambda c: c.predict("--text", str(c.file("in.txt", "apik \xe9\n".encode("latin-1"))), "--english", "good")),
+    ("predict-english-count", "predict", r"2 inputs but 1 English translations",
+     lambda c: c.predict("--text", str(c.file("in.txt", "apik\nala\n")), "--english", "good")),
     # report
-    ("report-malformed-jsonl", "report", r"results.jsonl:2: not valid JSON", lambda c: _report(c, RECORD + '{"run_id": "nusax/fl')),
+    ("report-malformed-jsonl", "report", r"results.jsonl:2: not valid JSON",
+     lambda c: _report(c, RECORD + '{"run_id": "nusax/fl')),
     ("report-utf16", "report", r"is UTF-16 text", lambda c: _report(c, RECORD.encode("utf-16"))),
-    ("report-missing-field", "report", r"results.jsonl:1: record lacks score", lambda c: _report(c, RECORD.replace(', "score": 50.0', ""))),
-    ("report-out-dir-under-a-file", "report", r"report: cannot write to .*afile/x", lambda c: _report(c, RECORD, "--out_dir", str(c.file("afile", "x") / "x"))),
+    ("report-missing-field", "report", r"results.jsonl:1: record lacks score",
+     lambda c: _report(c, RECORD.replace(', "score": 50.0', ""))),
+    ("report-out-dir-under-a-file", "report", r"report: cannot write to .*afile/x",
+     lambda c: _report(c, RECORD, "--out_dir", str(c.file("afile", "x") / "x"))),
     # Python entry points
     ("get_task-unknown", "python", r"unknown task 'sentiment'", lambda c: _python(get_task, "sentiment")),
-    ("task-yaml-latin1", "python", r"task.yaml: line 1 is not UTF-8", lambda c: _task(str(c.file("task.yaml", "name: caf\xe9\n".encode("latin-1"))), "load", "test", "de")),
-    ("csv-utf16", "python", r"de/test.csv: is UTF-16 text", lambda c: _task(c.task(DE.encode("utf-16")), "load", "test", "de")),
-    ("csv-latin1", "python", r"de/test.csv: line 3 is not UTF-8", lambda c: _task(c.task(DE.replace("Service", "caf\xe9").encode("latin-1")), "load", "test", "de")),
-    ("tsv-short-row", "python", r"de/test.tsv: row 2 has 2 fields but the header names 3", lambda c: _task(c.task(DE.replace(",", "\t").replace("\tnegative", ""), en=EN.replace(",", "\t"), suffix="tsv"), "load", "test", "de")),
-    ("squad-json-truncated", "python", r"de/test.json: not SQuAD-format JSON", lambda c: _task(c.task('{"data": [{"paragraphs": [{"context": "Ber', en="{}", suffix="json"), "load", "test", "de")),
-    ("csv-missing-column", "python", r"missing column\(s\) label", lambda c: _task(c.task("id,text\n1,gut\n"), "load", "test", "de")),
-    ("csv-extra-field", "python", r"de/test.csv: row 3 has 4 fields but the header names 3", lambda c: _task(c.task(DE + "3,ok,positive,extra\n"), "load", "test", "de")),
-    ("csv-unknown-label", "python", r"row 2: unknown label 'great'", lambda c: _task(c.task(DE.replace("negative", "great")), "load", "test", "de")),
-    ("csv-whitespace-text", "python", r"row 1: field 'text' is empty", lambda c: _task(c.task(DE.replace("gutes Essen", "   ")), "load", "test", "de")),
-    ("jsonl-malformed", "python", r"line 2 is not valid JSON", lambda c: _task(c.task('{"id": 1, "text": "gut", "label": "positive"}\n{"id": 2,', suffix="jsonl"), "load", "test", "de")),
-    ("parallel-lengths", "python", r"1 rows but the English file .* has 2", lambda c: _task(c.task(DE.rsplit("2,", 1)[0]), "load_pairs", "test", "de")),
-    ("parallel-ids", "python", r"row 2 has id '7' that is not in", lambda c: _task(c.task(DE.replace("2,s", "7,s")), "load_pairs", "test", "de")),
-    ("pairs-unknown-language", "python", r"task toy has no language 'fr'", lambda c: _task(c.task(), "load_pairs", "test", "fr")),
-    ("get_flare_model-no-query-value", "python", r"cannot tell which modules of GPT2LMHeadModel", lambda c: _flare_model("gpt2", c)),
-    ("load_flare_model-shape-mismatch", "python", r"cannot load the adapter in .*size mismatch", lambda c: _flare_model("mismatch", c)),
+    ("task-yaml-latin1", "python", r"task.yaml: line 1 is not UTF-8",
+     lambda c: _task(str(c.file("task.yaml", "name: caf\xe9\n".encode("latin-1"))), "load", "test", "de")),
+    ("csv-utf16", "python", r"de/test.csv: is UTF-16 text",
+     lambda c: _task(c.task(DE.encode("utf-16")), "load", "test", "de")),
+    ("csv-latin1", "python", r"de/test.csv: line 3 is not UTF-8",
+     lambda c: _task(c.task(DE.replace("Service", "caf\xe9").encode("latin-1")), "load", "test", "de")),
+    ("tsv-short-row", "python", r"de/test.tsv: row 2 has 2 fields but the header names 3",
+     lambda c: _task(
+         c.task(DE.replace(",", "\t").replace("\tnegative", ""), en=EN.replace(",", "\t"), suffix="tsv"),
+         "load", "test", "de",
+     )),
+    ("squad-json-truncated", "python", r"de/test.json: not SQuAD-format JSON",
+     lambda c: _task(
+         c.task('{"data": [{"paragraphs": [{"context": "Ber', en="{}", suffix="json"), "load", "test", "de"
+     )),
+    ("csv-missing-column", "python", r"missing column\(s\) label",
+     lambda c: _task(c.task("id,text\n1,gut\n"), "load", "test", "de")),
+    ("csv-extra-field", "python", r"de/test.csv: row 3 has 4 fields but the header names 3",
+     lambda c: _task(c.task(DE + "3,ok,positive,extra\n"), "load", "test", "de")),
+    ("csv-unknown-label", "python", r"row 2: unknown label 'great'",
+     lambda c: _task(c.task(DE.replace("negative", "great")), "load", "test", "de")),
+    ("csv-whitespace-text", "python", r"row 1: field 'text' is empty",
+     lambda c: _task(c.task(DE.replace("gutes Essen", "   ")), "load", "test", "de")),
+    ("jsonl-malformed", "python", r"line 2 is not valid JSON",
+     lambda c: _task(
+         c.task('{"id": 1, "text": "gut", "label": "positive"}\n{"id": 2,', suffix="jsonl"), "load", "test", "de"
+     )),
+    ("parallel-lengths", "python", r"1 rows but the English file .* has 2",
+     lambda c: _task(c.task(DE.rsplit("2,", 1)[0]), "load_pairs", "test", "de")),
+    ("parallel-ids", "python", r"row 2 has id '7' that is not in",
+     lambda c: _task(c.task(DE.replace("2,s", "7,s")), "load_pairs", "test", "de")),
+    ("pairs-unknown-language", "python", r"task toy has no language 'fr'",
+     lambda c: _task(c.task(), "load_pairs", "test", "fr")),
+    ("get_flare_model-no-query-value", "python", r"cannot tell which modules of GPT2LMHeadModel",
+     lambda c: _flare_model("gpt2", c)),
+    ("load_flare_model-shape-mismatch", "python", r"cannot load the adapter in .*size mismatch",
+     lambda c: _flare_model("mismatch", c)),
     ("load_flare_model-missing", "python", r"is not a FLARE adapter directory", lambda c: _flare_model("missing", c)),
-    ("translate_dataset-unknown-code", "python", r"unknown language code 'xx'", lambda c: _translate_rows(c, [{"id": "1", "text": "apik"}], tgt="xx")),
-    ("translate_dataset-empty-text", "python", r"row '2': field 'text' is empty", lambda c: _translate_rows(c, [{"id": "1", "text": "apik"}, {"id": "2", "text": " "}])),
+    ("translate_dataset-unknown-code", "python", r"unknown language code 'xx'",
+     lambda c: _translate_rows(c, [{"id": "1", "text": "apik"}], tgt="xx")),
+    ("translate_dataset-empty-text", "python", r"row '2': field 'text' is empty",
+     lambda c: _translate_rows(c, [{"id": "1", "text": "apik"}, {"id": "2", "text": " "}])),
     ("load_study-python-tag", "python", r"line 1 is not valid YAML \(could not determine a constructor",
      lambda c: _python(load_study, c.file("s.yaml", f"model: {PAYLOAD.format(c.tmp)}\n"))),
-    ("report-python-missing", "python", r"results file .*missing.jsonl does not exist", lambda c: _python(report, c.tmp / "missing.jsonl")),
+    ("report-python-missing", "python", r"results file .*missing.jsonl does not exist",
+     lambda c: _python(report, c.tmp / "missing.jsonl")),
 ]
 
 
@@ -263,7 +328,9 @@ def _one_line(stderr: str, match: str) -> None:
 
 def test_the_corpus_covers_every_command():
     assert len(CASES) >= 25 and len({case_id for case_id, *_ in CASES}) == len(CASES)
-    assert {entry for _, entry, _, _ in CASES} == {"compare", "train", "evaluate", "translate", "predict", "report", "python"}
+    assert {entry for _, entry, _, _ in CASES} == {
+        "compare", "train", "evaluate", "translate", "predict", "report", "python",
+    }
 
 
 @pytest.mark.parametrize("entry,match,build", [pytest.param(*rest, id=case_id) for case_id, *rest in CASES])
@@ -289,7 +356,7 @@ def test_bad_inputs_through_the_installed_command(shared, tmp_path):
     """The same cases through `python -m flare.cli` (all at once), and FLARE_DEBUG=1 showing the traceback."""
     table = {case_id: (match, build) for case_id, _, match, build in CASES}
     jobs = []
-    for case_id in SUBPROCESS + ["report-malformed-jsonl"]:
+    for case_id in [*SUBPROCESS, "report-malformed-jsonl"]:
         case = Case(tmp_path / case_id, shared)
         case.tmp.mkdir()
         env = {**os.environ, "FLARE_DEBUG": "1" if case_id == "report-malformed-jsonl" else "0"}

@@ -47,8 +47,9 @@ def _wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> N
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, data_dir):
     """A tiny encoder study (flare on Javanese, 3 epochs of 6 steps) and its uninterrupted results."""
-    from tiny_tokenizers import encoder_tokenizer
     from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    from tiny_tokenizers import encoder_tokenizer
 
     root = tmp_path_factory.mktemp("crash")
     task = get_task("nusax")
@@ -60,12 +61,14 @@ def study(tmp_path_factory, data_dir):
                               num_attention_heads=4, pad_token_id=0, max_position_embeddings=80)
     XLMRobertaModel(config).save_pretrained(root / "encoder")
     tokenizer.save_pretrained(root / "encoder")
-    settings = {"task": "nusax", "model": str(root / "encoder"), "languages": ["jav"], "methods": ["flare"], "seeds": [1],
+    settings = {"task": "nusax", "model": str(root / "encoder"), "languages": ["jav"],
+                "methods": ["flare"], "seeds": [1],
                 "data": {"data_dir": str(data_dir), "max_train": 48, "max_valid": 8, "max_test": 12, "max_length": 32},
                 "stage1": {"epochs": 1, "batch_size": 8, "learning_rate": 2e-3, "tensorboard": False},
                 "stage2": {"epochs": 3, "batch_size": 8, "learning_rate": 2e-3, "tensorboard": False}}
     (root / "reference.yaml").write_text(yaml.safe_dump({**settings, "output_dir": str(root / "reference")}))
-    reference = [json.loads(line) for line in compare(load_study(root / "reference.yaml").validate()).read_text().splitlines()]
+    results = compare(load_study(root / "reference.yaml").validate())
+    reference = [json.loads(line) for line in results.read_text().splitlines()]
     return {"root": root, "settings": settings, "reference": reference}
 
 

@@ -146,7 +146,10 @@ def test_translate_train_pairs_for_tydiqa(tmp_path, data_dir):
     assert "train" not in task.splits["fi"]
     originals = {ex.id: ex for ex in english}
     stats = LoadStats()
-    pairs = [p for p in task.load_pairs("train", "fi", data_dir, tmp_path, source="machine", stats=stats) if p.source.id in originals]
+    pairs = [
+        p for p in task.load_pairs("train", "fi", data_dir, tmp_path, source="machine", stats=stats)
+        if p.source.id in originals
+    ]
     assert len(pairs) == 4 and stats.skipped["missing_translation"] == len(task.load("train", "en", data_dir)) - 4
     pair = pairs[0]
     assert pair.kind == "machine" and pair.source == originals[pair.source.id] and pair.target.language == "fi"
@@ -168,7 +171,9 @@ def test_translate_test_pairs_default_direction(tmp_path, data_dir):
 def test_machine_pairs_validation_uses_english_originals(tmp_path, data_dir):
     task = get_task("nusax")
     english = task.load("valid", "eng", data_dir)
-    write_translations(tmp_path, "nusax", "valid", "eng", "sun", [{"id": ex.id, "text": "mt " + ex.fields["text"]} for ex in english])
+    write_translations(
+        tmp_path, "nusax", "valid", "eng", "sun", [{"id": ex.id, "text": "mt " + ex.fields["text"]} for ex in english]
+    )
     pairs = task.load_pairs("valid", "sun", data_dir, tmp_path, source="machine")
     assert [p.source for p in pairs] == english and all(p.target.fields["text"].startswith("mt ") for p in pairs)
 
@@ -186,7 +191,10 @@ def test_translation_missing_field_or_bad_projection_raises(tmp_path, data_dir):
         get_task("nusax").load_pairs("test", "jav", data_dir, tmp_path, source="machine")
     assert_one_line(err, "jav-eng.jsonl", "411", "'text'")
     ex = get_task("tydiqa").load("dev", "sw", data_dir)[0]
-    bad = {"id": ex.id, "question": "q?", "context": "some english text", "answers": {"text": ["text"], "answer_start": [0]}}
+    bad = {
+        "id": ex.id, "question": "q?", "context": "some english text",
+        "answers": {"text": ["text"], "answer_start": [0]},
+    }
     write_translations(tmp_path, "tydiqa", "dev", "sw", "en", [bad])
     with pytest.raises(FlareError) as err:
         get_task("tydiqa").load_pairs("dev", "sw", data_dir, tmp_path)
@@ -260,7 +268,8 @@ def test_tydiqa_offset_mismatch(tmp_path):
     path = tmp_path / "tydiqa-goldp" / "sw" / "dev.json"
     path.parent.mkdir(parents=True)
     qa = {"id": "swahili-1", "question": "Nani?", "answers": [{"text": "Juma", "answer_start": 2}]}
-    path.write_text('{"data": [{"title": "t", "paragraphs": [{"context": "Ni Juma.", "qas": [%s]}]}]}' % __import__("json").dumps(qa))
+    data = {"data": [{"title": "t", "paragraphs": [{"context": "Ni Juma.", "qas": [qa]}]}]}
+    path.write_text(__import__("json").dumps(data))
     with pytest.raises(FlareError) as err:
         get_task("tydiqa").load("dev", "sw", tmp_path)
     assert_one_line(err, "sw/dev.json", "swahili-1", "'Juma' does not match the context at offset 2")
@@ -274,7 +283,9 @@ def test_qa_question_without_answer_is_skipped_and_counted(tmp_path):
     stats = LoadStats()
     examples = read_squad_json(path, "sw", stats)
     assert [ex.id for ex in examples] == ["a"] and stats.skipped == {"no_answer": 1}
-    assert examples[0] == Example("a", "sw", {"question": "Nani?", "context": "Ni Juma."}, None, {"text": ["Juma"], "answer_start": [3]})
+    assert examples[0] == Example(
+        "a", "sw", {"question": "Nani?", "context": "Ni Juma."}, None, {"text": ["Juma"], "answer_start": [3]}
+    )
 
 
 def test_unknown_language_and_split(data_dir):
@@ -302,7 +313,9 @@ def test_hub_fallback_only_when_local_files_are_absent(tmp_path, monkeypatch, da
 
     def fake_load(path, config, split):
         calls.append((path, config, split))
-        return datasets.Dataset.from_dict({"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [2, 0]}, features=features)
+        return datasets.Dataset.from_dict(
+            {"premise": ["p0", "p1"], "hypothesis": ["h0", "h1"], "label": [2, 0]}, features=features
+        )
 
     monkeypatch.setattr(flare.hub, "_load", fake_load)
     examples = get_task("xnli").load("train", "en", tmp_path)  # no train-en.tsv anywhere
@@ -319,7 +332,8 @@ def test_hub_tydiqa_filters_by_language_and_checks_offsets(monkeypatch):
 
     rows = {"id": ["swahili-1", "english-2", "swahili-3"], "question": ["Nani?", "Who?", "Wapi?"],
             "context": ["Ni Juma.", "It is Ann.", "Ni Dar."],
-            "answers": [{"text": ["Juma"], "answer_start": [3]}, {"text": ["Ann"], "answer_start": [6]}, {"text": ["Dar"], "answer_start": [0]}]}
+            "answers": [{"text": ["Juma"], "answer_start": [3]}, {"text": ["Ann"], "answer_start": [6]},
+                        {"text": ["Dar"], "answer_start": [0]}]}
     monkeypatch.setattr(flare.hub, "_load", lambda *a: datasets.Dataset.from_dict(rows))
     with pytest.raises(FlareError, match="swahili-3: answer 0 'Dar' does not match"):
         flare.hub.load_from_hub("tydiqa", "dev", "sw", [])

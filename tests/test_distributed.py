@@ -16,11 +16,15 @@ SCRIPT = Path(__file__).with_name("ddp_fit.py")
 @pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tmp_path, data_dir):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    subprocess.run([sys.executable, str(SCRIPT), str(data_dir), str(tmp_path / "one")], check=True, env=env, capture_output=True)
+    subprocess.run(
+        [sys.executable, str(SCRIPT), str(data_dir), str(tmp_path / "one")], check=True, env=env, capture_output=True
+    )
     # torchrun sets RANK/WORLD_SIZE; accelerate's Accelerator picks them up (gloo on CPU), exactly
     # as under `accelerate launch` on a multi-GPU machine
     launch = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517"]
-    result = subprocess.run([*launch, str(SCRIPT), str(data_dir), str(tmp_path / "two")], env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [*launch, str(SCRIPT), str(data_dir), str(tmp_path / "two")], env=env, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "world_size=2" in result.stdout  # really two processes
     one, two = load_file(tmp_path / "one" / "trained.safetensors"), load_file(tmp_path / "two" / "trained.safetensors")

@@ -5,7 +5,15 @@ import torch
 
 from flare.data import Example, LoadStats, Pair
 from flare.errors import FlareError
-from flare.formats import FormatSettings, PairFormatter, candidate_log_likelihood, model_family, parse_answer, parse_label, render_prompt
+from flare.formats import (
+    FormatSettings,
+    PairFormatter,
+    candidate_log_likelihood,
+    model_family,
+    parse_answer,
+    parse_label,
+    render_prompt,
+)
 from flare.qa import best_span, decode_answers
 from flare.tasks import get_task
 from tiny_tokenizers import decoder_tokenizer, encoder_tokenizer, seq2seq_tokenizer
@@ -16,11 +24,22 @@ def ex(ex_id, lang, label=None, answers=None, **fields) -> Example:
 
 
 XNLI_PAIRS = [
-    Pair(ex("0", "en", 0, premise="the cat sat on the mat", hypothesis="a cat sat"), ex("0", "de", 0, premise="die katze sass auf der matte", hypothesis="eine katze sass"), "gold"),
-    Pair(ex("1", "en", 2, premise="it rains", hypothesis="it is dry"), ex("1", "de", 2, premise="es regnet", hypothesis="es ist trocken heute"), "gold"),
+    Pair(
+        ex("0", "en", 0, premise="the cat sat on the mat", hypothesis="a cat sat"),
+        ex("0", "de", 0, premise="die katze sass auf der matte", hypothesis="eine katze sass"),
+        "gold",
+    ),
+    Pair(
+        ex("1", "en", 2, premise="it rains", hypothesis="it is dry"),
+        ex("1", "de", 2, premise="es regnet", hypothesis="es ist trocken heute"),
+        "gold",
+    ),
 ]
 XNLI_TEXTS = [t for p in XNLI_PAIRS for side in (p.source, p.target) for t in side.fields.values()]
-TEMPLATE_WORDS = ["Premise: Hypothesis: Label: entailment neutral contradiction Context: Question: Answer: premise: hypothesis: label: question: context:"]
+TEMPLATE_WORDS = [
+    "Premise: Hypothesis: Label: entailment neutral contradiction Context: Question: Answer: "
+    "premise: hypothesis: label: question: context:"
+]
 
 
 def test_encoder_classification_flare_batch():
@@ -29,10 +48,14 @@ def test_encoder_classification_flare_batch():
     assert set(batch) == {"input_ids", "attention_mask", "source_input_ids", "source_attention_mask", "labels"}
     assert batch["input_ids"].shape == batch["source_input_ids"].shape
     assert batch["labels"].tolist() == [0, 2]
-    assert (batch["input_ids"][:, 0] == tok.cls_token_id).all() and (batch["source_input_ids"][:, 0] == tok.cls_token_id).all()
+    assert (
+        (batch["input_ids"][:, 0] == tok.cls_token_id).all()
+        and (batch["source_input_ids"][:, 0] == tok.cls_token_id).all()
+    )
     target0 = tok("die katze sass auf der matte", "eine katze sass")["input_ids"]
     assert batch["input_ids"][0, : len(target0)].tolist() == target0
-    assert batch["input_ids"].shape == (2, 12) and batch["attention_mask"][1].tolist() == [1] * 9 + [0] * 3  # right padding
+    # right padding
+    assert batch["input_ids"].shape == (2, 12) and batch["attention_mask"][1].tolist() == [1] * 9 + [0] * 3
     assert batch["source_attention_mask"][1].sum() == 8 and batch["source_input_ids"][1, -1] == tok.pad_token_id
 
 
@@ -42,7 +65,9 @@ def test_encoder_truncation_is_identical_on_both_sides(side):
     long_de = ex("0", "de", 1, premise="eins zwei drei vier fuenf sechs sieben", hypothesis="acht neun zehn elf")
     tok = encoder_tokenizer(list(long_en.fields.values()) + list(long_de.fields.values()))
     stats = LoadStats()
-    formatter = PairFormatter(get_task("xnli"), tok, "encoder", settings=FormatSettings(max_length=8, truncation_side=side))
+    formatter = PairFormatter(
+        get_task("xnli"), tok, "encoder", settings=FormatSettings(max_length=8, truncation_side=side)
+    )
     batch = formatter.collate(formatter.features([Pair(long_en, long_de, "gold")], stats=stats))
     assert batch["input_ids"].shape == (1, 8) and batch["source_input_ids"].shape == (1, 8) and stats.truncated == 1
     words = tok.convert_ids_to_tokens(batch["source_input_ids"][0].tolist())
@@ -63,13 +88,21 @@ def test_encoder_input_fusion_is_english_then_target():
 
 
 CONTEXT = "The river Nile flows north through Egypt into the Mediterranean Sea near Alexandria city"
-QA_TARGET = ex("q1", "sw", None, {"text": ["Mediterranean Sea"], "answer_start": [CONTEXT.index("Mediterranean")]}, question="Where does the Nile flow?", context=CONTEXT)
-QA_SOURCE = ex("q1", "en", None, {"text": ["Egypt"], "answer_start": [CONTEXT.index("Egypt")]}, question="Which country?", context=CONTEXT)
+QA_TARGET = ex(
+    "q1", "sw", None, {"text": ["Mediterranean Sea"], "answer_start": [CONTEXT.index("Mediterranean")]},
+    question="Where does the Nile flow?", context=CONTEXT,
+)
+QA_SOURCE = ex(
+    "q1", "en", None, {"text": ["Egypt"], "answer_start": [CONTEXT.index("Egypt")]},
+    question="Which country?", context=CONTEXT,
+)
 
 
 def qa_setup(view="flare", max_length=16, stride=4):
     tok = encoder_tokenizer([CONTEXT, QA_TARGET.fields["question"], QA_SOURCE.fields["question"]])
-    return tok, PairFormatter(get_task("tydiqa"), tok, "encoder", view, FormatSettings(max_length=max_length, doc_stride=stride))
+    return tok, PairFormatter(
+        get_task("tydiqa"), tok, "encoder", view, FormatSettings(max_length=max_length, doc_stride=stride)
+    )
 
 
 def test_encoder_qa_windows_and_labels():
@@ -86,7 +119,10 @@ def test_encoder_qa_windows_and_labels():
     for f in features:
         assert len(f["source_input_ids"]) <= 16 and len(f["input_ids"]) <= 16
     batch = formatter.collate(features)
-    assert batch["input_ids"].shape == batch["source_input_ids"].shape and batch["start_positions"].shape == (len(features),)
+    assert (
+        batch["input_ids"].shape == batch["source_input_ids"].shape
+        and batch["start_positions"].shape == (len(features),)
+    )
 
 
 def test_encoder_qa_decoding_recovers_the_answer_and_respects_constraints():
@@ -116,7 +152,9 @@ def test_encoder_qa_input_fusion_shifts_positions():
     answered = [f for f in features if f["start_positions"] != 0]
     assert answered and all(len(f["input_ids"]) <= 48 for f in features)
     f = answered[0]
-    assert tok.convert_ids_to_tokens(f["input_ids"][f["start_positions"] : f["end_positions"] + 1]) == ["mediterranean", "sea"]
+    assert tok.convert_ids_to_tokens(f["input_ids"][f["start_positions"] : f["end_positions"] + 1]) == [
+        "mediterranean", "sea",
+    ]
     start, end = f["offset_mapping"][f["start_positions"]][0], f["offset_mapping"][f["end_positions"]][1]
     assert CONTEXT[start:end] == "Mediterranean Sea"
     assert f["input_ids"].count(tok.cls_token_id) == 1  # the target's CLS is dropped
@@ -155,17 +193,19 @@ def test_decoder_training_batch_aligns_prompt_ends():
 
 def test_decoder_truncation_keeps_bos_and_cue():
     task = get_task("nusax")
-    words = ["w%d" % i for i in range(40)]
+    words = [f"w{i}" for i in range(40)]
     pair = Pair(ex("1", "eng", 2, text=" ".join(words)), ex("1", "jav", 2, text=" ".join(reversed(words))), "gold")
-    tok = decoder_tokenizer(words + ["Sentiment: negative neutral positive"], eos_after_prompt=True)
+    tok = decoder_tokenizer([*words, "Sentiment: negative neutral positive"], eos_after_prompt=True)
     stats = LoadStats()
     formatter = PairFormatter(task, tok, "decoder", settings=FormatSettings(max_length=12))
     features = formatter.features([pair], train=False, stats=stats)
     f = features[0]
-    assert len(f["input_ids"]) == len(f["source_input_ids"]) == 12 - 2 and stats.truncated == 2  # answer budget = word + EOS
+    # answer budget = word + EOS
+    assert len(f["input_ids"]) == len(f["source_input_ids"]) == 12 - 2 and stats.truncated == 2
     for ids in (f["input_ids"], f["source_input_ids"]):
         tokens = tok.convert_ids_to_tokens(ids)
-        assert tokens[0] == "<s>" and tokens[-2:] == ["Sentiment", ":"] and "</s>" not in tokens  # Gemma-style EOS removed
+        # Gemma-style EOS removed
+        assert tokens[0] == "<s>" and tokens[-2:] == ["Sentiment", ":"] and "</s>" not in tokens
     with pytest.raises(FlareError, match="left"):
         PairFormatter(task, tok, "decoder", settings=FormatSettings(truncation_side="right"))
 
@@ -197,26 +237,42 @@ def test_seq2seq_batch():
     task = get_task("xnli")
     batch = PairFormatter(task, tok, "encoder-decoder")(XNLI_PAIRS)
     assert batch["input_ids"].shape == batch["source_input_ids"].shape
-    assert batch["labels"].tolist() == [[tok.convert_tokens_to_ids("entailment"), tok.eos_token_id], [tok.convert_tokens_to_ids("contradiction"), tok.eos_token_id]]
+    assert batch["labels"].tolist() == [
+        [tok.convert_tokens_to_ids("entailment"), tok.eos_token_id],
+        [tok.convert_tokens_to_ids("contradiction"), tok.eos_token_id],
+    ]
     first = tok(render_prompt(task, "encoder-decoder", [XNLI_PAIRS[0].target]))["input_ids"]
     assert batch["input_ids"][0, : len(first)].tolist() == first and first[-1] == tok.eos_token_id
     assert render_prompt(task, "encoder-decoder", [XNLI_PAIRS[0].target]).startswith("premise: die katze")
-    scores = candidate_log_likelihood(torch.zeros(6, 2, len(tok)), PairFormatter(task, tok, "encoder-decoder").label_candidates(XNLI_PAIRS)["labels"], 3, shift=False)
+    scores = candidate_log_likelihood(
+        torch.zeros(6, 2, len(tok)),
+        PairFormatter(task, tok, "encoder-decoder").label_candidates(XNLI_PAIRS)["labels"],
+        3,
+        shift=False,
+    )
     assert scores.shape == (2, 3)
     fused = render_prompt(get_task("tydiqa"), "decoder", [QA_SOURCE, QA_TARGET])
-    assert fused.startswith("Context: The river") and "Which country?\n\nContext: The river" in fused and fused.endswith("Where does the Nile flow?\nAnswer:")
+    assert (
+        fused.startswith("Context: The river")
+        and "Which country?\n\nContext: The river" in fused
+        and fused.endswith("Where does the Nile flow?\nAnswer:")
+    )
 
 
 def test_generative_qa_answer_is_first_gold():
-    tok = decoder_tokenizer([CONTEXT, "Where does the Nile flow? Which country?"] + TEMPLATE_WORDS)
-    batch = PairFormatter(get_task("tydiqa"), tok, "decoder", "target", FormatSettings(max_length=64, max_answer_tokens=4))([QA_TARGET])
+    tok = decoder_tokenizer([CONTEXT, "Where does the Nile flow? Which country?", *TEMPLATE_WORDS])
+    batch = PairFormatter(
+        get_task("tydiqa"), tok, "decoder", "target", FormatSettings(max_length=64, max_answer_tokens=4)
+    )([QA_TARGET])
     answer = tok.convert_ids_to_tokens(batch["labels"][0][batch["labels"][0] != -100].tolist())
     assert answer == ["Mediterranean", "Sea", "</s>"]
 
 
 def test_pad_to_max_length_and_view_errors():
     tok = encoder_tokenizer(XNLI_TEXTS)
-    batch = PairFormatter(get_task("xnli"), tok, "encoder", settings=FormatSettings(pad_to_max_length=True, max_length=20))(XNLI_PAIRS)
+    batch = PairFormatter(
+        get_task("xnli"), tok, "encoder", settings=FormatSettings(pad_to_max_length=True, max_length=20)
+    )(XNLI_PAIRS)
     assert batch["input_ids"].shape == (2, 20)
     with pytest.raises(FlareError, match="needs Pairs"):
         PairFormatter(get_task("xnli"), tok, "encoder")([XNLI_PAIRS[0].target])
@@ -229,7 +285,9 @@ def test_parsers_and_family():
     assert parse_label("I think it is neutral, really", verbalizer) == 1
     assert parse_label("no idea", verbalizer) is None
     assert parse_answer("  Cairo\nQuestion: next") == "Cairo"
-    assert (model_family("xlm-roberta"), model_family("llama"), model_family("gemma2"), model_family("mt5")) == ("encoder", "decoder", "decoder", "encoder-decoder")
+    assert (model_family("xlm-roberta"), model_family("llama"), model_family("gemma2"), model_family("mt5")) == (
+        "encoder", "decoder", "decoder", "encoder-decoder"
+    )
     with pytest.raises(FlareError, match="unknown model type"):
         model_family("mamba")
 

@@ -5,9 +5,9 @@ import pytest
 from flare.errors import FlareError
 from flare.languages import LANGUAGES, m2m100_tag, resolve_language, resolve_languages
 
-XNLI = "ar bg de el en es fr hi ru sw th tr ur vi zh".split()
-TYDIQA = "ar bn en fi id ko ru sw te".split()
-NUSAX = "ace ban bbc bjn bug eng ind jav mad min nij sun".split()
+XNLI = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
+TYDIQA = ["ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te"]
+NUSAX = ["ace", "ban", "bbc", "bjn", "bug", "eng", "ind", "jav", "mad", "min", "nij", "sun"]
 NOT_IN_NLLB = {"bbc", "mad", "nij"}
 
 

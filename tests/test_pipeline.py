@@ -53,8 +53,9 @@ def tiny_decoder(tmp_path_factory, data_dir):
 
 def _study(model, out, data_dir, **overrides) -> Study:
     stage = StageSettings(epochs=2, batch_size=8, learning_rate=2e-3, eval_batch_size=16)
-    values = dict(task="nusax", model=str(model), languages=["jav", "sun"], methods=ALL, fusions=["add_relu"], seeds=[1],
-                  output_dir=str(out), data=DataSettings(data_dir=str(data_dir), max_train=16, max_valid=8, max_test=12, max_length=24),
+    values = dict(task="nusax", model=str(model), languages=["jav", "sun"], methods=ALL, fusions=["add_relu"],
+                  seeds=[1], output_dir=str(out),
+                  data=DataSettings(data_dir=str(data_dir), max_train=16, max_valid=8, max_test=12, max_length=24),
                   stage1=stage, stage2=stage)
     return Study(**{**values, **overrides})
 
@@ -74,7 +75,9 @@ def test_compare_runs_every_method_for_two_languages_and_writes_the_report(model
 
 
 def test_rerun_skips_recorded_runs_and_continues_after_an_interruption(tiny_encoder, tmp_path, data_dir, monkeypatch):
-    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "flare"], languages=["jav"], seeds=[1, 2])
+    study = _study(
+        tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "flare"], languages=["jav"], seeds=[1, 2]
+    )
     original = Pipeline.run
     calls = []
 
@@ -131,7 +134,9 @@ def test_training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends
 ])
 def test_invalid_settings_fail_before_any_work_with_one_line(tmp_path, capsys, args, message, data_dir):
     config = tmp_path / "study.yaml"
-    config.write_text(f"task: nusax\nlanguages: [jav]\noutput_dir: {tmp_path / 'out'}\ndata: {{data_dir: {data_dir}}}\n")
+    config.write_text(
+        f"task: nusax\nlanguages: [jav]\noutput_dir: {tmp_path / 'out'}\ndata: {{data_dir: {data_dir}}}\n"
+    )
     assert main(["compare", str(config), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
@@ -150,7 +155,9 @@ def test_malformed_yaml_and_unknown_keys(tmp_path, capsys):
 
 
 def test_cli_entry_point_runs_as_a_command(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "flare.cli", "report", str(tmp_path / "missing.jsonl")], capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "flare.cli", "report", str(tmp_path / "missing.jsonl")], capture_output=True, text=True
+    )
     assert out.returncode == 2 and out.stderr.strip().startswith("flare: error:") and "Traceback" not in out.stderr
 
 
@@ -166,13 +173,17 @@ class _ReversingTranslator:
         return [" ".join(reversed(t.split())) for t in texts]
 
 
-def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(tiny_encoder, tmp_path, tmp_path_factory, data_dir, monkeypatch):
+def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(
+    tiny_encoder, tmp_path, tmp_path_factory, data_dir, monkeypatch
+):
     from safetensors.torch import load_file
 
     from _tiny_mt import shared_tiny_nllb
 
     mt_model = shared_tiny_nllb(tmp_path_factory, data_dir)
-    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["flare-mt"], languages=["jav"], mt_model=str(mt_model))
+    study = _study(
+        tiny_encoder, tmp_path / "study", data_dir, methods=["flare-mt"], languages=["jav"], mt_model=str(mt_model)
+    )
     record = json.loads(compare(study).read_text().splitlines()[0])
     assert record["method"] == "flare-mt" and record["label"] == "FLARE-MT (add_relu)" and record["n_test"] == 12
     weights = load_file(tmp_path / "study/runs/flare-mt-add_relu/jav/seed1/adapter/flare_weights.safetensors")
@@ -210,14 +221,18 @@ def test_shipped_study_configs_are_valid():
     from flare.settings import load_study
 
     root = Path(__file__).resolve().parents[1]
-    configs = sorted((root / "benchmarks/reproduce").glob("*.yaml")) + sorted((root / "examples/studies").glob("*.yaml"))
+    configs = (
+        sorted((root / "benchmarks/reproduce").glob("*.yaml")) + sorted((root / "examples/studies").glob("*.yaml"))
+    )
     assert len(configs) >= 12
     for path in configs:
         load_study(path).validate()  # tasks, languages, methods, fusions; hub ids are checked when loaded
 
 
 def test_time_budget_stops_starting_new_runs(tiny_encoder, tmp_path, data_dir):
-    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "translate-test"], languages=["jav"])
+    study = _study(
+        tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot", "translate-test"], languages=["jav"]
+    )
     compare(study, time_budget_minutes=1e-9)  # spent before the first run
     assert not (tmp_path / "study" / "results.jsonl").exists()
     compare(study)

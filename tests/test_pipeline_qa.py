@@ -24,7 +24,10 @@ def qa_setup(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("tydiqa")
 
     def rows(examples):
-        return [{"id": e.id, "question": e.fields["question"], "context": e.fields["context"], "answers": e.answers} for e in examples]
+        return [
+            {"id": e.id, "question": e.fields["question"], "context": e.fields["context"], "answers": e.answers}
+            for e in examples
+        ]
 
     write_translations(root / "translations", "tydiqa", "train", "en", "sw", rows(english), {"model": "identity"})
     write_translations(root / "translations", "tydiqa", "dev", "sw", "en", rows(swahili), {"model": "identity"})
@@ -43,9 +46,9 @@ def test_tydiqa_study_scores_squad_em_and_f1_per_method(qa_setup, data_dir, tmp_
     study = Study(task="tydiqa", model=str(qa_setup / "model"), languages=["sw"],
                   methods=["zero-shot", "translate-test", "translate-train", "input-fusion", "flare"], seeds=[1],
                   output_dir=str(tmp_path / "study"), stage1=stage, stage2=stage,
-                  data=DataSettings(data_dir=str(data_dir), translations_dir=str(qa_setup / "translations"), source="machine",
-                                    train_split="train", valid_split="", valid_size=4, test_split="dev", max_train=8,
-                                    max_test=N, max_length=48))
+                  data=DataSettings(data_dir=str(data_dir), translations_dir=str(qa_setup / "translations"),
+                                    source="machine", train_split="train", valid_split="", valid_size=4,
+                                    test_split="dev", max_train=8, max_test=N, max_length=48))
     records = [json.loads(line) for line in compare(study).read_text().splitlines()]
     assert {r["method"] for r in records} == set(study.methods)
     for record in records:

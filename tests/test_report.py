@@ -147,7 +147,9 @@ def test_write_report_outputs(tmp_path: Path) -> None:
     table = markdown.split("Paired difference")[0]  # the method rows of the score table, not of the diffs
     rows = {line.split(" | ")[0].lstrip("| "): line for line in table.splitlines() if line.startswith("| ")}
     assert rows[LORA] == f"| {LORA} | 81.0 ± 1.4 | 72.0 ± 2.8 | **66.0 ± 0.0** | 90.0 ± 0.0 | 73.0 ± 1.4 |"
-    assert rows[FLARE] == f"| {FLARE} | **84.0 ± 1.4** | **75.0 ± 4.2** | 63.0 ± 2.8 | **91.0 ± 0.0** | **74.0 ± 2.8** |"
+    assert rows[FLARE] == (
+        f"| {FLARE} | **84.0 ± 1.4** | **75.0 ± 4.2** | 63.0 ± 2.8 | **91.0 ± 0.0** | **74.0 ± 2.8** |"
+    )
     assert "Paired difference vs translate-train (LoRA)" in markdown
     assert "| FLARE (add_relu) | +1.0 | [-11.7, +13.7] | 2 seeds |" in markdown
 

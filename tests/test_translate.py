@@ -9,13 +9,12 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-
-from flare.parallel import translation_path
-from flare.parallel import read_translations as _read_by_id
 from transformers import M2M100ForConditionalGeneration
 
 from _tiny_mt import available_data_dir, shared_tiny_nllb, training_sentences
 from flare.errors import FlareError
+from flare.parallel import read_translations as _read_by_id
+from flare.parallel import translation_path
 from flare.translate import (
     DecodingSettings,
     translate_dataset,
@@ -99,7 +98,9 @@ def test_interrupted_run_resumes_and_matches_uninterrupted_run(tiny_model, jav_r
         assert db.execute("SELECT COUNT(*) FROM translations").fetchone()[0] == 8  # two batches of 4
 
     calls.clear()
-    monkeypatch.setattr(M2M100ForConditionalGeneration, "generate", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1])
+    monkeypatch.setattr(
+        M2M100ForConditionalGeneration, "generate", lambda self, *a, **k: (calls.append(1), original(self, *a, **k))[1]
+    )
     resumed = _run(jav_rows, tiny_model, tmp_path / "resumed")
     assert len(calls) == 1  # only the last batch (4 unique texts) was left
     assert resumed.meta["counts"]["from_cache"] == 8 and resumed.meta["counts"]["translated"] == 4

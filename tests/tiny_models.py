@@ -48,7 +48,9 @@ def qwen2(seed: int = 0):
 
 
 def xlmr_classifier(seed: int = 0, dropout: float = 0.0):
-    config = XLMRobertaConfig(**_ENCODER, num_labels=3, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
+    config = XLMRobertaConfig(
+        **_ENCODER, num_labels=3, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout
+    )
     return _build(XLMRobertaForSequenceClassification, config, seed)
 
 

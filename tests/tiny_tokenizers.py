@@ -22,8 +22,12 @@ def encoder_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
     vocab = {w: i for i, w in enumerate(specials + _words((t.lower() for t in texts), pre))}
     tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
     tok.normalizer, tok.pre_tokenizer = normalizers.BertNormalizer(lowercase=True), pre
-    tok.post_processor = processors.TemplateProcessing(single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, cls_token="[CLS]", sep_token="[SEP]", pad_token="[PAD]", unk_token="[UNK]"
+    )
 
 
 def _word_level(texts: Iterable[str], specials: list[str], single: str, **named: str) -> PreTrainedTokenizerFast:
@@ -31,7 +35,9 @@ def _word_level(texts: Iterable[str], specials: list[str], single: str, **named:
     vocab = {w: i for i, w in enumerate(specials + _words(texts, pre))}
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre
-    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[(s, vocab[s]) for s in specials if s in single])
+    tok.post_processor = processors.TemplateProcessing(
+        single=single, special_tokens=[(s, vocab[s]) for s in specials if s in single]
+    )
     return PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", **named)
 
 

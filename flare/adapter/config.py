@@ -94,7 +94,7 @@ class FlareConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "FlareConfig":
+    def from_dict(cls, values: dict[str, Any]) -> FlareConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

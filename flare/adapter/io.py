@@ -41,7 +41,11 @@ def save_flare(model: FlareModel, directory: str | os.PathLike, **peft_kwargs: A
         weights = model.flare_state_dict()
         if weights:
             save_file(weights, staging / WEIGHTS_FILE, metadata={"format": "pt"})
-        meta = {"format_version": FORMAT_VERSION, "config": model.flare_config.to_dict(), "fused_modules": model.fused_modules}
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "config": model.flare_config.to_dict(),
+            "fused_modules": model.fused_modules,
+        }
         (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         directory.mkdir(exist_ok=True)
         (directory / CONFIG_FILE).unlink(missing_ok=True)  # the directory is incomplete until the end
@@ -69,14 +73,18 @@ def check_adapter_dir(directory: str | os.PathLike) -> tuple[FlareConfig, list[s
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
         raise FlareError(f"{config_path} is corrupt: {error}") from None
     if meta.get("format_version") != FORMAT_VERSION:
-        raise FlareError(f"{config_path} has format_version {meta.get('format_version')}; this flare-xlt reads {FORMAT_VERSION}")
+        raise FlareError(
+            f"{config_path} has format_version {meta.get('format_version')}; this flare-xlt reads {FORMAT_VERSION}"
+        )
     for name in (PEFT_WEIGHTS_FILE, WEIGHTS_FILE):
         if (directory / name).is_file():
             try:
                 with safe_open(directory / name, framework="pt"):
                     pass
             except (OSError, SafetensorError) as error:
-                raise FlareError(f"cannot load the adapter in {directory}: cannot read {name} as safetensors ({error})") from None
+                raise FlareError(
+                    f"cannot load the adapter in {directory}: cannot read {name} as safetensors ({error})"
+                ) from None
     return config, fused
 
 
@@ -91,7 +99,9 @@ def load_flare_model(base_model: nn.Module, directory: str | os.PathLike, is_tra
         # torch's "Error(s) in loading state_dict for ...:" header says nothing; the next line names the problem
         first = lines[1] if lines[0].startswith("Error(s) in loading state_dict") and len(lines) > 1 else lines[0]
         hint = " (an adapter saved for another base model?)" if "size mismatch" in first else ""
-        raise FlareError(f"cannot load the adapter in {directory} onto {type(base_model).__name__}: {first}{hint}") from None
+        raise FlareError(
+            f"cannot load the adapter in {directory} onto {type(base_model).__name__}: {first}{hint}"
+        ) from None
     missing = [name for name in fused if name not in dict(peft_model.base_model.model.named_modules())]
     if missing:
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
@@ -104,7 +114,10 @@ def load_flare_model(base_model: nn.Module, directory: str | os.PathLike, is_tra
             raise FlareError(f"cannot read {directory / WEIGHTS_FILE}: {error}") from None
         wrong = sorted(k for k in expected if k not in weights or weights[k].shape != expected[k].shape)
         if wrong or set(weights) - set(expected):
-            raise FlareError(f"{directory / WEIGHTS_FILE} does not match this adapter (first mismatch: {(wrong or sorted(set(weights) - set(expected)))[0]})")
+            raise FlareError(
+                f"{directory / WEIGHTS_FILE} does not match this adapter "
+                f"(first mismatch: {(wrong or sorted(set(weights) - set(expected)))[0]})"
+            )
         model.load_state_dict(weights, strict=False)
     for parameter in model.fusion_modules.parameters():
         parameter.requires_grad_(is_trainable)

@@ -72,14 +72,18 @@ class FlareModel(nn.Module):
 
         self.fusion_modules = nn.ModuleDict()
         for name in self.fused_modules:
-            module = make_fusion_module(config.fusion, config.r, config.cross_attention_heads, config.cross_attention_dropout)
+            module = make_fusion_module(
+                config.fusion, config.r, config.cross_attention_heads, config.cross_attention_dropout
+            )
             if module is not None:
                 self.fusion_modules[_key(name)] = module.to(**factory)
         self.source_projection = None
         if config.source_dim is not None:
             widths = {layer.in_features for layer in self._lora.values()}
             if len(widths) != 1:
-                raise FlareError(f"fused modules have different input widths {sorted(widths)}; FLARE-MT projects to one width")
+                raise FlareError(
+                    f"fused modules have different input widths {sorted(widths)}; FLARE-MT projects to one width"
+                )
             self.source_projection = nn.Linear(config.source_dim, widths.pop(), **factory)
 
         self._decoder_only = bool(getattr(backbone, "can_generate", lambda: False)()) and not getattr(
@@ -106,16 +110,24 @@ class FlareModel(nn.Module):
     def forward(self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any):
         extra = _pop_source_kwargs(kwargs)
         # Kept until the next forward: gradient checkpointing recomputes layers during backward.
-        self._side = self._prepare_source(args, kwargs, source_input_ids, source_attention_mask, source_states, extra, False)
+        self._side = self._prepare_source(
+            args, kwargs, source_input_ids, source_attention_mask, source_states, extra, False
+        )
         return self.peft_model(*args, **kwargs)
 
-    def generate(self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any):
+    def generate(
+        self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any
+    ):
         """generate with the English prompt's states captured once by a forward pass: the
         prefill fuses position-aligned, each later step as config.decode_fusion says."""
         extra = _pop_source_kwargs(kwargs)
         if kwargs.get("use_cache") is False and (source_input_ids is not None or source_states is not None):
-            raise FlareError("generation with a source needs use_cache=True (decoding steps are told apart by the cache)")
-        self._side = self._prepare_source(args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True)
+            raise FlareError(
+                "generation with a source needs use_cache=True (decoding steps are told apart by the cache)"
+            )
+        self._side = self._prepare_source(
+            args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True
+        )
         try:
             return self.peft_model.generate(*args, **kwargs)
         finally:
@@ -135,12 +147,16 @@ class FlareModel(nn.Module):
         if target is not None and source.shape[0] != target.shape[0]:
             raise FlareError(f"source batch size {source.shape[0]} does not match target batch size {target.shape[0]}")
         if mask is not None and tuple(mask.shape) != tuple(source.shape[:2]):
-            raise FlareError(f"source_attention_mask shape {tuple(mask.shape)} does not match the source {tuple(source.shape[:2])}")
+            raise FlareError(
+                f"source_attention_mask shape {tuple(mask.shape)} does not match the source {tuple(source.shape[:2])}"
+            )
         if states is not None:
             if self.source_projection is None:
                 raise FlareError("source_states given, but the adapter has no source_dim; set FlareConfig.source_dim")
             if states.dim() != 3 or states.shape[-1] != self.flare_config.source_dim:
-                raise FlareError(f"source_states width {states.shape[-1]} differs from source_dim {self.flare_config.source_dim}")
+                raise FlareError(
+                    f"source_states width {states.shape[-1]} differs from source_dim {self.flare_config.source_dim}"
+                )
             recorded = {}
         else:
             recorded = self._recorder.record(partial(self._english_forward, ids, mask, extra, kwargs, generating))
@@ -188,7 +204,7 @@ class FlareModel(nn.Module):
         project = side.states is not None
         source = side.states if project else side.recorded[name]
         source_mask = side.mask if side.mask is not None and side.mask.shape[1] == source.shape[1] else None
-        module = self.fusion_modules[_key(name)] if _key(name) in self.fusion_modules else None
+        module = self.fusion_modules[_key(name)] if _key(name) in self.fusion_modules else None  # noqa: SIM401 - ModuleDict has no .get()
         batch, length = target.shape[:2]
         decoding = side.generating and side.calls[name] > 0
         if side.generating:
@@ -197,7 +213,9 @@ class FlareModel(nn.Module):
             if self.flare_config.decode_fusion == "none":
                 return None
             last = self._bottleneck(name, lora_A, args[0], last_real(source, source_mask), project)
-            return fuse(self.flare_config.fusion, _repeat_rows(last, batch).expand(-1, length, -1), target, None, module)
+            return fuse(
+                self.flare_config.fusion, _repeat_rows(last, batch).expand(-1, length, -1), target, None, module
+            )
 
         bottleneck = _repeat_rows(self._bottleneck(name, lora_A, args[0], source, project), batch)
         index, valid = self._pairing(side, source_mask, bottleneck.shape[1], batch, length)
@@ -207,7 +225,9 @@ class FlareModel(nn.Module):
         fused = fuse(self.flare_config.fusion, bottleneck[:, index], target, target_mask, module)
         return torch.where(valid[..., None], fused, target)
 
-    def _bottleneck(self, name: str, lora_A: nn.Linear, target_input: torch.Tensor, source: torch.Tensor, project: bool) -> torch.Tensor:
+    def _bottleneck(
+        self, name: str, lora_A: nn.Linear, target_input: torch.Tensor, source: torch.Tensor, project: bool
+    ) -> torch.Tensor:
         """A x_s (dropout included), computed inside the hook so gradient checkpointing
         recomputes it and gradients reach A and the projection."""
         dropout = self._lora[name].lora_dropout[self.adapter_name]
@@ -291,14 +311,20 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
     targets = config.target_modules if config.target_modules is not None else list(fuse_names)
     module_names = [n for n, _ in model.named_modules()]
     # PEFT only objects when no target matches at all; a typo in one name must not pass silently.
-    for setting, names in (("target_modules", targets if isinstance(targets, list) else []), ("fuse_modules", fuse_names)):
+    for setting, names in (
+        ("target_modules", targets if isinstance(targets, list) else []), ("fuse_modules", fuse_names)
+    ):
         unknown = [p for p in names if not any(_matches(n, [p]) for n in module_names)]
         if unknown:
             raise FlareError(f"{setting} {unknown} match no module of {model_name}")
     if isinstance(targets, list):
-        untargeted = [f for f in fuse_names if not any(f == t or f.endswith("." + t) or t.endswith("." + f) for t in targets)]
+        untargeted = [
+            f for f in fuse_names if not any(f == t or f.endswith("." + t) or t.endswith("." + f) for t in targets)
+        ]
         if untargeted:
-            raise FlareError(f"fuse_modules {untargeted} are not among target_modules {targets}; fused modules need LoRA")
+            raise FlareError(
+                f"fuse_modules {untargeted} are not among target_modules {targets}; fused modules need LoRA"
+            )
     lora = LoraConfig(
         r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
         target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
@@ -306,7 +332,9 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
     try:
         peft_model = get_peft_model(model, lora, adapter_name=adapter_name)
     except ValueError as error:
-        raise FlareError(f"target_modules {targets!r} match no module of {model_name}: {str(error).splitlines()[0]}") from None
+        raise FlareError(
+            f"target_modules {targets!r} match no module of {model_name}: {str(error).splitlines()[0]}"
+        ) from None
     lora_layers = [n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)]
     fused = [n for n in lora_layers if _matches(n, list(fuse_names))]
     if not fused:

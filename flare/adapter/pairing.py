@@ -22,7 +22,9 @@ def is_right_padded(mask: torch.Tensor | None) -> bool:
     return mask is not None and mask.shape[1] > 0 and bool((mask[:, -1] == 0).any())
 
 
-def pair_positions(source_length: int, target_length: int, right_aligned: bool, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_positions(
+    source_length: int, target_length: int, right_aligned: bool, device=None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """index (Lt,) of each target position's source partner, and whether it exists (Lt,)."""
     offset = source_length - target_length if right_aligned else 0
     index = torch.arange(target_length, device=device) + offset
