@@ -10,8 +10,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
-test: $(STAMP)
-	$(VENV)/bin/ruff check flare tests benchmarks
+test: lint
 	$(VENV)/bin/python -m pytest -q
 
 lint: $(STAMP)

@@ -23,7 +23,7 @@ class TranslationCache:
                 f"translation cache {path}: cannot create it ({getattr(error, 'strerror', None) or error})"
             ) from None
         try:
-            # WAL lets a second process read while one writes; synchronous=NORMAL keeps commits cheap.
+            # WAL lets a second process read the cache while one writes to it.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS translations (model TEXT, src TEXT, tgt TEXT, settings TEXT,"
