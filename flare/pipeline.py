@@ -195,6 +195,7 @@ class Pipeline:
             "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
             **summary,
             "wall_time_s": round(time.perf_counter() - start, 1),
+            "torch_threads": torch.get_num_threads(),  # wall times are only comparable at equal thread counts
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 

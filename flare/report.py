@@ -15,6 +15,7 @@ import io
 import json
 import math
 import os
+import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,8 +308,24 @@ def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
                          "95% t-interval over seeds, or over languages with one seed):")
                 lines += ["", intro, "",
                           "| method | Δ avg | 95% CI | n |", "|---|---:|---:|---|", *diffs]
+        lines += ["", *_wall_time_table(records, s)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _wall_time_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> list[str]:
+    """Runs, median and total ``wall_time_s`` per method: the cost side of the comparison, read from the
+    same records as the scores so that the two never come from different runs."""
+    keys, rows = _group_keys(records), []
+    for label in s.labels:
+        times = [float(r["wall_time_s"]) for r in records if keys[r["run_id"]] == s.task and r["label"] == label
+                 and isinstance(r.get("wall_time_s"), (int, float)) and not isinstance(r["wall_time_s"], bool)]
+        if times:
+            rows.append(f"| {label} | {len(times)} | {statistics.median(times):,.0f} | {math.fsum(times):,.0f} |")
+    if not rows:
+        return []
+    return ["Wall time per run (training and evaluation, seconds):", "",
+            "| method | runs | median | total |", "|---|---:|---:|---:|", *rows]
 
 
 def _plot(summaries: Mapping[str, TaskSummary], path: Path, title: str) -> None:
@@ -366,7 +383,8 @@ def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = 
     Reads RESULTS (the results.jsonl that `flare compare` appends to; a rerun of a run_id replaces the
     earlier record) and writes results.csv (one row per run), results.md (per task: methods x
     languages, "mean ± std" over seeds, best per column in bold, "avg" over the non-English target
-    languages, and each method's paired difference to translate-train LoRA with a 95% CI) and
+    languages, each method's paired difference to translate-train LoRA with a 95% CI, and each
+    method's runs, median and total wall time) and
     results.png (grouped bars with seed std error bars) into OUT_DIR, by default RESULTS' folder.
     """
     results_path = Path(results_path)

@@ -67,6 +67,8 @@ def test_compare_runs_every_method_for_two_languages_and_writes_the_report(model
     records = [json.loads(line) for line in results.read_text().splitlines()]
     assert {(r["method"], r["language"]) for r in records} == {(m, lang) for m in ALL for lang in ("jav", "sun")}
     assert all(r["n_test"] == 12 and 0 <= r["score"] <= 100 and r["metric"] == "macro_f1" for r in records)
+    assert all(r["wall_time_s"] > 0 and r["torch_threads"] == torch.get_num_threads() for r in records)
+    assert "| method | runs | median | total |" in (tmp_path / "study" / "results.md").read_text()
     for name in ("results.csv", "results.md", "results.png", "study.yaml", "stage1/model/config.json"):
         assert (tmp_path / "study" / name).is_file(), name
     assert "FLARE (add_relu)" in (tmp_path / "study" / "results.md").read_text()

@@ -139,6 +139,8 @@ def test_same_cell_under_two_run_ids_is_an_error() -> None:
 def test_write_report_outputs(tmp_path: Path) -> None:
     records = _records()
     records[0]["gpu"] = "H100"  # an extra key the pipeline may add: kept as a column
+    records[0]["wall_time_s"] = 300.0
+    del records[-1]["wall_time_s"]
     paths = write_report(records, tmp_path / "out", title="NusaX test")
     assert set(paths) == {"csv", "markdown", "png"} and all(p.is_file() for p in paths.values())
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temp files left
@@ -152,6 +154,8 @@ def test_write_report_outputs(tmp_path: Path) -> None:
     )
     assert "Paired difference vs translate-train (LoRA)" in markdown
     assert "| FLARE (add_relu) | +1.0 | [-11.7, +13.7] | 2 seeds |" in markdown
+    # 8 runs per method at 93.2 s, except that one LoRA run took 300 s and one FLARE run has no time
+    assert f"| {LORA} | 8 | 93 | 952 |" in markdown and f"| {FLARE} | 7 | 93 | 652 |" in markdown
 
     with open(paths["csv"], newline="", encoding="utf-8") as handle:
         rows_back = list(csv.DictReader(handle))
