@@ -28,7 +28,7 @@ from flare.evaluate import evaluate
 from flare.files import write_atomically
 from flare.formats import FormatSettings, PairFormatter
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
-from flare.settings import Study, study_to_dict
+from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
 from flare.tasks import Task, get_task
 from flare.train import fit
 
@@ -235,6 +235,7 @@ class Pipeline:
         """Run what is not recorded yet. With a time budget, no new run starts once it is spent
         (long studies run in chunks; each chunk adds to results.jsonl)."""
         deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
+        self._check_same_settings()  # also with nothing left to run: the report would claim the new settings
         done = self.done()
         todo = [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
         if todo:
@@ -282,6 +283,7 @@ class Pipeline:
             existing = existing.parent
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise FlareError(f"output_dir: cannot create {self.out} ({existing} is not a writable folder)")
+        self._check_same_settings()
         if "flare-mt" in self.study.methods and self.study.mt_model:
             from flare.translate import check_mt_model
 
@@ -298,6 +300,24 @@ class Pipeline:
                 self._splits(language)
         for run in runs:
             _check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
+
+    def _check_same_settings(self) -> None:
+        """A study folder that holds results or a stage-1 model holds them for its study.yaml's
+        settings: continuing it with other ones would mix runs of two studies in one table."""
+        recorded = self.out / "study.yaml"
+        if not recorded.is_file() or not (self.results_path.is_file() or (self.out / "stage1").is_dir()):
+            return
+        try:
+            before = from_dict(Study, read_study_yaml(recorded))
+        except FlareError as error:
+            raise FlareError(f"{recorded}: {error}") from None
+        changes = changed_settings(before, self.study)
+        if changes:
+            more = f" (and {len(changes) - 1} more)" if len(changes) > 1 else ""
+            raise FlareError(
+                f"output_dir {self.out} holds runs made with other settings: {changes[0]}{more}; "
+                "use a new output_dir, or delete that folder to start over"
+            )
 
     def _check_model(self, model: str) -> None:
         """The config loads, and the adapter finds its modules in a weightless (meta) copy."""
@@ -332,6 +352,13 @@ class Pipeline:
             raise FlareError(
                 f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})"
             ) from None
+        limit = _position_limit(skeleton)
+        fused_input = "input-fusion" in self.study.methods
+        longest = self.study.data.max_length * (2 if fused_input else 1)
+        if limit is not None and longest > limit:
+            reads = (f"input-fusion reads 2 x data.max_length = {longest} tokens" if fused_input
+                     else f"data.max_length is {longest} tokens")
+            raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
         with torch.device("meta"):
             adapt(skeleton, flare_config(self.study.adapter, self.task, family))
 
@@ -339,6 +366,16 @@ class Pipeline:
         """Add a record by rewriting the file atomically (never a half-written line)."""
         existing = self.results_path.read_text(encoding="utf-8") if self.results_path.is_file() else ""
         write_atomically(self.results_path, existing + json.dumps(record, ensure_ascii=False) + "\n")
+
+
+def _position_limit(model: torch.nn.Module) -> int | None:
+    """How many positions a model with learned absolute position embeddings (BERT, XLM-R, GPT-2)
+    can embed; None for rotary, relative or sinusoidal positions, which have no hard limit."""
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in ("position_embeddings", "wpe") and isinstance(module, torch.nn.Embedding):
+            # RoBERTa-style models count positions from padding_idx + 1
+            return module.num_embeddings - (module.padding_idx + 1 if module.padding_idx is not None else 0)
+    return None
 
 
 def _check_checkpoint(directory: Path) -> None:

@@ -255,3 +255,36 @@ def load_study(path: str | Path) -> Study:
 
 def study_to_dict(study: Study) -> dict[str, Any]:
     return dataclasses.asdict(study)
+
+
+# Settings that may change between chunks of one study without touching a recorded run: which runs
+# exist, where files live, how evaluation is batched and where logs go. Everything else (and the
+# first seed, which trains stage 1) decides what a run computes.
+RESUMABLE_CHANGES = frozenset({
+    "languages", "methods", "fusions", "seeds", "output_dir", "device", "data.data_dir", "data.translations_dir",
+    *(f"{stage}.{name}" for stage in ("stage1", "stage2")
+      for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project")),
+})
+
+
+def changed_settings(recorded: Study, study: Study) -> list[str]:
+    """Where `study` differs from the settings a study's runs were recorded with (its study.yaml), as
+    "name: old -> new"."""
+    before, now = _flatten(study_to_dict(recorded)), _flatten(study_to_dict(study))
+    changes = [
+        f"{name}: {before[name]!r} -> {value!r}" for name, value in now.items()
+        if name not in RESUMABLE_CHANGES and before[name] != value
+    ]
+    if recorded.seeds and study.seeds and recorded.seeds[0] != study.seeds[0]:
+        changes.append(f"first seed (it trains stage 1): {recorded.seeds[0]!r} -> {study.seeds[0]!r}")
+    return changes
+
+
+def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -24,7 +24,13 @@ INPUTS = dict(input_ids=tiny.batch(2, 6, seed=0)[0])
 SOURCE = dict(source_input_ids=tiny.batch(2, 6, seed=1)[0])
 
 
-@pytest.mark.parametrize("config", [{}, {"fusion": "cross_attention"}, {"source_dim": 10, "fusion": "mul"}])
+@pytest.mark.parametrize(
+    "config",
+    [
+        {}, {"fusion": "cross_attention"}, {"fusion": "cross_attention_target_queries"},
+        {"source_dim": 10, "fusion": "mul"},
+    ],
+)
 def test_save_then_load_keeps_outputs(tmp_path, config):
     model = _trained(**config)
     source = {"source_states": torch.randn(2, 6, 10)} if "source_dim" in config else SOURCE

@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 
 import tiny_models as tiny
@@ -37,8 +38,8 @@ def test_last_real_picks_each_rows_last_unpadded_state():
     assert last_real(states, M([[1, 1, 0, 0], [1, 1, 1, 1]])).flatten().tolist() == [1.0, 7.0]
 
 
-def _model(**config):
-    model = get_flare_model(tiny.xlmr_classifier(), FlareConfig(fusion="add", **config)).eval()
+def _model(fusion="add", **config):
+    model = get_flare_model(tiny.xlmr_classifier(), FlareConfig(fusion=fusion, **config)).eval()
     tiny.randomize_lora_B(model)
     return model
 
@@ -56,7 +57,8 @@ def test_extra_source_padding_changes_nothing():
     torch.testing.assert_close(out, out_padded)
 
 
-def test_source_padding_contributes_nothing_only_when_masked():
+@pytest.mark.parametrize("fusion", ["add", "cross_attention_target_queries"])
+def test_source_padding_contributes_nothing_only_when_masked(fusion):
     ids, mask = tiny.batch(2, 8, seed=0)
     src, src_mask = tiny.batch(2, 8, seed=1, pad_right=3)
     other = src.clone()
@@ -65,11 +67,13 @@ def test_source_padding_contributes_nothing_only_when_masked():
     def logits(model, source):
         return model(input_ids=ids, attention_mask=mask, source_input_ids=source, source_attention_mask=src_mask).logits
 
-    masked = _model()
+    torch.manual_seed(0)
+    masked = _model(fusion)
     torch.testing.assert_close(logits(masked, src), logits(masked, other))
     # without masking, padding positions fuse (the reference code's behaviour): the padding
     # tokens' states still reach the target, and the masked model ignores them
-    unmasked = _model(mask_source_padding=False)
+    torch.manual_seed(0)  # the same fusion weights as the masked model
+    unmasked = _model(fusion, mask_source_padding=False)
     assert not torch.allclose(logits(unmasked, src), logits(masked, src))
 
 

@@ -31,7 +31,10 @@ def _loss_and_grads(checkpointing, reentrant=False, fusion="add_relu", source="i
 
 
 @pytest.mark.parametrize("reentrant", [False, True])
-@pytest.mark.parametrize("fusion,source", [("add_relu", "ids"), ("cross_attention", "ids"), ("add", "states")])
+@pytest.mark.parametrize(
+    "fusion,source",
+    [("add_relu", "ids"), ("cross_attention", "ids"), ("cross_attention_target_queries", "ids"), ("add", "states")],
+)
 def test_gradient_checkpointing_changes_neither_loss_nor_gradients(reentrant, fusion, source):
     loss, grads, plain = _loss_and_grads(False, fusion=fusion, source=source)
     loss_ckpt, grads_ckpt, _ = _loss_and_grads(True, reentrant, fusion=fusion, source=source)
@@ -88,7 +91,7 @@ ARCHITECTURES = {
 def test_every_fusion_trains_on_every_architecture(arch, fusion):
     build, targets = ARCHITECTURES[arch]
     model = get_flare_model(
-        build(), FlareConfig(fusion=fusion, cross_attention_heads=2 if fusion == "cross_attention" else 1)
+        build(), FlareConfig(fusion=fusion, cross_attention_heads=2 if fusion.startswith("cross_attention") else 1)
     ).train()
     tiny.randomize_lora_B(model)
     ids, mask = tiny.batch(2, 8, seed=0, pad_right=2)

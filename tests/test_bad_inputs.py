@@ -87,7 +87,7 @@ class Case:
     def study(self, **settings) -> str:
         values = {"task": "nusax", "model": str(self.shared["encoder"]), "languages": ["jav"], "methods": ["flare"],
                   "output_dir": str(self.out),
-                  "data": {"data_dir": self.data, "max_train": 8, "max_valid": 4, "max_test": 4}}
+                  "data": {"data_dir": self.data, "max_train": 8, "max_valid": 4, "max_test": 4, "max_length": 32}}
         return str(self.file("study.yaml", yaml.safe_dump({**values, **settings})))
 
     def trained(self) -> str:
@@ -97,6 +97,12 @@ class Case:
 
     def adapter(self) -> Path:
         return self.tmp / "study/runs/flare-add_relu/jav/seed1/adapter"
+
+    def resumed_with(self, *overrides: str) -> list[str]:
+        """`flare compare` on a study folder that holds runs, with settings overridden on the command line."""
+        config = self.trained()
+        shutil.copy(config, self.tmp / "study" / "study.yaml")  # the settings the folder's runs were made with
+        return ["compare", config, *overrides]
 
     def predict(self, *args: str) -> list[str]:
         return ["predict", self.trained(), "--language", "jav", *args]
@@ -198,6 +204,14 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\nlanguages: [jav\n"))]),
     ("yaml-utf16", "compare", r"is UTF-16 text",
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\n".encode("utf-16")))]),
+    ("study-resumed-with-other-settings", "compare", r"holds runs made with other settings: stage2.learning_rate: "
+     r"0.0005 -> 0.0001; use a new output_dir", lambda c: c.resumed_with("--stage2.learning_rate", "1e-4")),
+    ("study-resumed-with-another-first-seed", "train", r"first seed \(it trains stage 1\): 1 -> 2",
+     lambda c: ["train", *c.resumed_with("--seeds", "[2]")[1:], "--method", "flare", "--language", "jav",
+                "--seed", "2"]),
+    ("max-length-beyond-positions", "compare", r"input-fusion reads 2 x data.max_length = 96 tokens, more than "
+     r"the 79 positions .*encoder can embed; lower data.max_length",
+     lambda c: ["compare", c.study(methods=["flare", "input-fusion"], data={"data_dir": c.data, "max_length": 48})]),
     ("yaml-latin1", "compare", r"line 2 is not UTF-8 text",
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\noutput_dir: r\xe9sultats\n".encode("latin-1")))]),
     ("yaml-python-tag", "compare", r"could not determine a constructor for the tag .*python/object/apply",
@@ -221,7 +235,7 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     ("output-dir-under-a-file", "compare", r"output_dir: cannot create .*afile/out",
      lambda c: ["compare", c.study(output_dir=str(c.file("afile", "x") / "out"))]),
     ("data-dir-missing", "compare", r"data_dir .*nodata is not a directory",
-     lambda c: ["compare", c.study(data={"data_dir": str(c.tmp / "nodata")})]),
+     lambda c: ["compare", c.study(data={"data_dir": str(c.tmp / "nodata"), "max_length": 32})]),
     ("checkpoint-truncated", "compare", r"resume checkpoint .*trainable.safetensors is missing or corrupt.*delete",
      lambda c: ["compare", c.checkpoint()]),
     ("train-unknown-method", "train", r"unknown method 'flarex'",

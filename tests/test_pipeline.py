@@ -1,5 +1,6 @@
 """The study pipeline and CLI end to end on tiny random models and a few rows of real NusaX."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -239,6 +240,27 @@ def test_time_budget_stops_starting_new_runs(tiny_encoder, tmp_path, data_dir):
     assert not (tmp_path / "study" / "results.jsonl").exists()
     compare(study)
     assert len((tmp_path / "study" / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_a_study_grows_between_chunks_but_never_changes_its_settings(tiny_encoder, tmp_path, data_dir):
+    from flare.errors import FlareError
+
+    study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot"], languages=["jav"])
+    compare(study)
+    recorded = (tmp_path / "study" / "results.jsonl").read_text()
+    changed = dataclasses.replace(study, stage2=dataclasses.replace(study.stage2, learning_rate=1e-4, epochs=5))
+    with pytest.raises(FlareError, match=r"stage2.learning_rate: 0.002 -> 0.0001 \(and 1 more\)") as error:
+        compare(changed)
+    assert "\n" not in str(error.value) and (tmp_path / "study" / "results.jsonl").read_text() == recorded
+    # more languages, methods and seeds, evaluation batching and another data folder: the same study
+    grown = dataclasses.replace(
+        study, languages=["jav", "sun"], methods=["zero-shot", "translate-test"], seeds=[1, 2],
+        stage2=dataclasses.replace(study.stage2, eval_batch_size=4),
+        data=dataclasses.replace(study.data, data_dir=str(data_dir) + "/"),
+    )
+    compare(grown)
+    assert (tmp_path / "study" / "results.jsonl").read_text().startswith(recorded)
+    assert len((tmp_path / "study" / "results.jsonl").read_text().splitlines()) == 4
 
 
 def test_fit_refuses_an_unreadable_checkpoint_in_one_line(tmp_path):

@@ -8,7 +8,7 @@ from typing import Any
 
 from flare.errors import FlareError
 
-FUSIONS = ("add", "mul", "add_relu", "matmul", "matmul_relu", "cross_attention")
+FUSIONS = ("add", "mul", "add_relu", "matmul", "matmul_relu", "cross_attention", "cross_attention_target_queries")
 SOURCE_POSITIONS = ("module_input", "layer_input")
 DECODE_FUSIONS = ("none", "last")
 ALIGNMENTS = ("auto", "left", "right")
@@ -31,9 +31,11 @@ class FlareConfig:
             architecture's query and value projections (q_proj/v_proj, query/value or q/v).
         fusion: how the source (S = A x_s) and target (T = A x_t) bottlenecks combine: add (S + T),
             mul (S * T), add_relu (relu(S) + relu(T)), matmul (S T^T T), matmul_relu (the same on
-            relu'd inputs), cross_attention (queries from S, keys and values from T).
-        cross_attention_heads: heads of the cross_attention fusion; must divide r.
-        cross_attention_dropout: dropout on the cross_attention probabilities while training.
+            relu'd inputs), cross_attention (the paper's: queries from S, keys and values from T),
+            cross_attention_target_queries (not in the paper: queries from T, keys and values
+            from S, so English content reaches B).
+        cross_attention_heads: heads of the cross-attention fusions; must divide r.
+        cross_attention_dropout: dropout on the cross-attention probabilities while training.
         source_dim: width of external source states (FLARE-MT, e.g. an NLLB encoder's); adds a
             trainable projection from source_dim to the fused modules' input width.
         source_position: what the English pass records for a fused module: "module_input" (the
@@ -79,7 +81,7 @@ class FlareConfig:
             raise FlareError(f"r must be a positive integer, got {self.r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise FlareError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.fusion == "cross_attention" and (
+        if self.fusion.startswith("cross_attention") and (
             self.cross_attention_heads < 1 or self.r % self.cross_attention_heads
         ):
             raise FlareError(

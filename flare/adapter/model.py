@@ -222,7 +222,7 @@ class FlareModel(nn.Module):
         target_mask = side.target_mask
         if target_mask is not None and tuple(target_mask.shape) != (batch, length):
             target_mask = _repeat_rows(target_mask, batch) if target_mask.shape[1] == length else None
-        fused = fuse(self.flare_config.fusion, bottleneck[:, index], target, target_mask, module)
+        fused = fuse(self.flare_config.fusion, bottleneck[:, index], target, target_mask, module, valid)
         return torch.where(valid[..., None], fused, target)
 
     def _bottleneck(
