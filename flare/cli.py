@@ -95,16 +95,18 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
     return str(result.output_path)
 
 
-def report(results: str, out_dir: str | None = None) -> dict:
+def report(results: str, out_dir: str | None = None, against: list[str] | None = None) -> dict:
     """Write results.csv, results.md and results.png from a results.jsonl.
 
     Args:
         results: path of results.jsonl.
         out_dir: where to write (default: next to results.jsonl).
+        against: method labels (as in the tables, e.g. "FLARE (cross_attention)") that each get a
+            paired-difference table of their own, besides the one against translate-train LoRA.
     """
     from flare.report import report as write_report
 
-    return {k: str(v) for k, v in write_report(results, out_dir).items()}
+    return {k: str(v) for k, v in write_report(results, out_dir, against=against or ()).items()}
 
 
 def predict(study, language: str, text: str, english: str | None = None, method: str = "flare",

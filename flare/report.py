@@ -24,6 +24,7 @@ from typing import Any
 from flare.errors import FlareError
 from flare.files import atomic_path, read_text, write_atomically
 from flare.languages import LANGUAGES
+from flare.stats import Stat, seed_stat, t_quantile_975
 
 AVG = "avg"
 BASELINE_METHOD = "translate-train"  # the `method` value of translate-train LoRA, the reference row
@@ -33,18 +34,6 @@ REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "
 METHOD_ORDER = ("zero-shot", "translate-test", "translate-train", "input-fusion", "flare-mt", "flare")
 CSV_COLUMNS = ("run_id", "task", "model", "method", "fusion", "label", "language", "seed", "metric", "score",
                "n_test", "wall_time_s", "finished_at")
-
-
-@dataclass(frozen=True)
-class Stat:
-    """Mean over seeds; ``std`` is the sample standard deviation (ddof=1), None with a single seed."""
-
-    mean: float
-    std: float | None
-    n: int
-
-    def format(self) -> str:
-        return f"{self.mean:.1f}" if self.std is None else f"{self.mean:.1f} ± {self.std:.1f}"
 
 
 @dataclass
@@ -97,13 +86,6 @@ def _validate(record: Any, where: str) -> None:
         raise FlareError(f"report: {where}: seed must be an integer, got {seed!r}")
 
 
-def _stat(values: Sequence[float]) -> Stat:
-    n = len(values)
-    mean = math.fsum(values) / n
-    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else None
-    return Stat(mean, std, n)
-
-
 def _group_keys(records: Sequence[Mapping[str, Any]]) -> dict[str, str]:
     """run_id -> table key: the task, or "task [model]" when one file holds several models of a task,
     so that different backbones never share a mean."""
@@ -153,10 +135,10 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, TaskSummary]:
         labels = sorted(by_label, key=lambda label: (_method_rank(methods[label]), first[label]))
         summary = TaskSummary(key, metrics[0], languages, targets, labels, methods, {})
         for label in labels:
-            cells = {lang: _stat(list(seeds.values())) for lang, seeds in by_label[label].items()}
+            cells = {lang: seed_stat(list(seeds.values())) for lang, seeds in by_label[label].items()}
             averages, incomplete = _seed_averages(by_label[label], targets)
             if averages:
-                cells[AVG] = _stat(list(averages.values()))
+                cells[AVG] = seed_stat(list(averages.values()))
             by_gap: dict[tuple[str, ...], list[str]] = {}  # one note per gap, not one per seed
             for seed, absent in incomplete.items():
                 by_gap.setdefault(tuple(absent), []).append(str(seed))
@@ -179,34 +161,6 @@ def _seed_averages(by_language: Mapping[str, Mapping[int, float]], targets: Sequ
         elif targets:
             averages[seed] = math.fsum(by_language[lang][seed] for lang in targets) / len(targets)
     return averages, incomplete
-
-
-def t_quantile_975(df: int) -> float:
-    """Two-sided 95% critical value of Student's t with integer ``df`` (no scipy in the pins): the exact
-    finite-series CDF for integer degrees of freedom, inverted by bisection."""
-    if df < 1:
-        raise FlareError(f"report: t quantile needs df >= 1, got {df}")
-
-    def central_mass(t: float) -> float:  # P(|T| <= t)
-        theta = math.atan(t / math.sqrt(df))
-        c2, s = math.cos(theta) ** 2, math.sin(theta)
-        if df % 2:
-            term, total = s * math.cos(theta), 0.0
-            for k in range((df - 1) // 2):
-                total += term
-                term *= (2 * k + 2) / (2 * k + 3) * c2
-            return 2 / math.pi * (theta + total)
-        term, total = 1.0, 0.0
-        for k in range(df // 2):
-            total += term
-            term *= (2 * k + 1) / (2 * k + 2) * c2
-        return s * total
-
-    low, high = 0.0, 1000.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        low, high = (mid, high) if central_mass(mid) < 0.95 else (low, mid)
-    return (low + high) / 2
 
 
 def paired_difference(records: Sequence[Mapping[str, Any]], method_a_label: str, method_b_label: str,
@@ -238,7 +192,7 @@ def paired_difference(records: Sequence[Mapping[str, Any]], method_a_label: str,
     per_language = {lang: math.fsum(a[lang][s] - b[lang][s] for s in seeds) / len(seeds) for lang in targets}
     per_seed = {s: math.fsum(a[lang][s] - b[lang][s] for lang in targets) / len(targets) for s in seeds}
     unit, values = ("seed", list(per_seed.values())) if len(seeds) > 1 else ("language", list(per_language.values()))
-    stat = _stat(values)
+    stat = seed_stat(values)
     ci = None
     if stat.std is not None:
         half = t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
@@ -272,7 +226,8 @@ def _csv_text(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
     return buffer.getvalue()
 
 
-def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, TaskSummary], title: str) -> str:
+def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, TaskSummary], title: str,
+              against: Sequence[str] = ()) -> str:
     lines = [f"# {title}", ""]
     for s in summaries.values():
         columns = [*s.languages, AVG]
@@ -293,24 +248,29 @@ def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
                   f"then mean ± sample std over seeds" + (f" ({', '.join(english)} excluded)." if english else ".")]
         lines += [f"- note: {note}" for note in s.notes]
         baselines = [row for row in s.labels if s.methods[row] == BASELINE_METHOD]
-        if len(baselines) == 1:
-            diffs = []
-            for label in (row for row in s.labels if row != baselines[0]):
-                try:
-                    d = paired_difference(records, label, baselines[0], s.task)
-                except FlareError as error:  # e.g. no shared complete seed: say so in the report
-                    diffs.append(f"| {label} | – | – | {error} |")
-                    continue
-                ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
-                diffs.append(f"| {label} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
-            if diffs:
-                intro = (f"Paired difference vs {baselines[0]} (avg, runs paired by language and seed; "
-                         "95% t-interval over seeds, or over languages with one seed):")
-                lines += ["", intro, "",
-                          "| method | Δ avg | 95% CI | n |", "|---|---:|---:|---|", *diffs]
+        for baseline in [*(baselines if len(baselines) == 1 else []), *(a for a in against if a in s.labels)]:
+            lines += _difference_table(records, s, baseline)
         lines += ["", *_wall_time_table(records, s)]
         lines.append("")
     return "\n".join(lines)
+
+
+def _difference_table(records: Sequence[Mapping[str, Any]], s: TaskSummary, baseline: str) -> list[str]:
+    """Every other method minus `baseline`, with its 95% CI, as markdown lines."""
+    diffs = []
+    for label in (row for row in s.labels if row != baseline):
+        try:
+            d = paired_difference(records, label, baseline, s.task)
+        except FlareError as error:  # e.g. no shared complete seed: say so in the report
+            diffs.append(f"| {label} | – | – | {error} |")
+            continue
+        ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+        diffs.append(f"| {label} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
+    if not diffs:
+        return []
+    intro = (f"Paired difference vs {baseline} (avg, runs paired by language and seed; "
+             "95% t-interval over seeds, or over languages with one seed):")
+    return ["", intro, "", "| method | Δ avg | 95% CI | n |", "|---|---:|---:|---|", *diffs]
 
 
 def _wall_time_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> list[str]:
@@ -364,20 +324,26 @@ def _plot(summaries: Mapping[str, TaskSummary], path: Path, title: str) -> None:
 
 
 def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike,
-                 title: str | None = None) -> dict[str, Path]:
+                 title: str | None = None, against: Sequence[str] = ()) -> dict[str, Path]:
     """Write ``results.csv``, ``results.md`` and ``results.png`` into ``out_dir``, each atomically.
-    Returns ``{"csv": ..., "markdown": ..., "png": ...}``."""
+    ``against``: method labels that get their own paired-difference table after translate-train
+    LoRA's. Returns ``{"csv": ..., "markdown": ..., "png": ...}``."""
     summaries = summarize(records)
+    labels = {label for summary in summaries.values() for label in summary.labels}
+    unknown = [label for label in against if label not in labels]
+    if unknown:
+        raise FlareError(f"report: no runs labelled {unknown[0]!r}; labels: {', '.join(sorted(labels))}")
     title = title or "FLARE comparison"
     out = Path(out_dir)
     paths = {"csv": out / "results.csv", "markdown": out / "results.md", "png": out / "results.png"}
     write_atomically(paths["csv"], _csv_text(records, summaries))
-    write_atomically(paths["markdown"], _markdown(records, summaries, title))
+    write_atomically(paths["markdown"], _markdown(records, summaries, title, against))
     _plot(summaries, paths["png"], title)
     return paths
 
 
-def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = None) -> dict[str, Path]:
+def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = None,
+           against: Sequence[str] = ()) -> dict[str, Path]:
     """Summarise the runs of `flare compare` into a CSV, a markdown table and a bar chart.
 
     Reads RESULTS (the results.jsonl that `flare compare` appends to; a rerun of a run_id replaces the
@@ -386,6 +352,7 @@ def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = 
     languages, each method's paired difference to translate-train LoRA with a 95% CI, and each
     method's runs, median and total wall time) and
     results.png (grouped bars with seed std error bars) into OUT_DIR, by default RESULTS' folder.
+    Each label in AGAINST (e.g. "FLARE (cross_attention)") gets a paired-difference table of its own.
     """
     results_path = Path(results_path)
     records = load_results(results_path)
@@ -394,7 +361,8 @@ def report(results_path: str | os.PathLike, out_dir: str | os.PathLike | None = 
     out_dir = results_path.parent if out_dir is None else Path(out_dir)
     try:
         return write_report(
-            records, out_dir, title=f"FLARE comparison: {results_path.parent.name or results_path.stem}"
+            records, out_dir, title=f"FLARE comparison: {results_path.parent.name or results_path.stem}",
+            against=against,
         )
     except OSError as error:
         raise FlareError(f"report: cannot write to {out_dir} ({error.strerror or error})") from None

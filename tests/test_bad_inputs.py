@@ -273,6 +273,8 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     # report
     ("report-malformed-jsonl", "report", r"results.jsonl:2: not valid JSON",
      lambda c: _report(c, RECORD + '{"run_id": "nusax/fl')),
+    ("report-against-unknown-label", "report", r"report: no runs labelled 'LoRA'; labels: FLARE",
+     lambda c: _report(c, RECORD, "--against", '["LoRA"]', "--out_dir", str(c.out))),
     ("report-utf16", "report", r"is UTF-16 text", lambda c: _report(c, RECORD.encode("utf-16"))),
     ("report-missing-field", "report", r"results.jsonl:1: record lacks score",
      lambda c: _report(c, RECORD.replace(', "score": 50.0', ""))),

@@ -186,3 +186,16 @@ def test_single_seed_markdown_is_plain_and_report_defaults_to_results_folder(tmp
     assert "| FLARE (add_relu) | +0.0 | [-10.8, +10.8] | 3 languages |" in markdown
     with pytest.raises(FlareError, match="no finished runs"):
         report(_write_jsonl(tmp_path / "empty.jsonl", []))
+
+
+def test_against_adds_a_difference_table_per_label_and_refuses_unknown_labels(tmp_path: Path) -> None:
+    records = _records()
+    markdown = write_report(records, tmp_path / "out", against=[FLARE])["markdown"].read_text(encoding="utf-8")
+    lora_minus_flare = paired_difference(records, LORA, FLARE, "nusax")
+    assert f"Paired difference vs {LORA}" in markdown and f"Paired difference vs {FLARE}" in markdown
+    low, high = lora_minus_flare["ci95"]
+    assert lora_minus_flare["mean"] == pytest.approx(-1.0)
+    assert f"| {LORA} | -1.0 | [{low:+.1f}, {high:+.1f}] | 2 seeds |" in markdown
+    with pytest.raises(FlareError, match=r"report: no runs labelled 'FLARE \(mul\)'; labels: FLARE \(add_relu\), "):
+        write_report(records, tmp_path / "other", against=["FLARE (mul)"])
+    assert not (tmp_path / "other").exists()  # nothing written
