@@ -95,6 +95,12 @@ def parse_answer(text: str) -> str:
     return text.strip().split("\n", 1)[0].strip()
 
 
+def input_length(max_length: int, view: str) -> int:
+    """Tokens one model input may hold: input-level fusion puts the English side and the target in
+    one sequence, so it gets twice the per-side max_length."""
+    return max_length * (2 if view == "input_fusion" else 1)
+
+
 class PairFormatter:
     """Features and batches for one task, tokenizer, model family and view."""
 
@@ -115,7 +121,7 @@ class PairFormatter:
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise FlareError("the tokenizer has neither a pad nor an EOS token")
-        self.max_length = self.settings.max_length * (2 if view == "input_fusion" else 1)
+        self.max_length = input_length(self.settings.max_length, view)
         self._budget: int | None = None
 
     # --- public API -------------------------------------------------------------------------------

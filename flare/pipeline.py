@@ -26,7 +26,7 @@ from flare.data import Example, LoadStats, Pair
 from flare.errors import FlareError
 from flare.evaluate import evaluate
 from flare.files import write_atomically
-from flare.formats import FormatSettings, PairFormatter
+from flare.formats import FormatSettings, PairFormatter, input_length
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
 from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
 from flare.tasks import Task, get_task
@@ -235,11 +235,12 @@ class Pipeline:
         """Run what is not recorded yet. With a time budget, no new run starts once it is spent
         (long studies run in chunks; each chunk adds to results.jsonl)."""
         deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
-        self._check_same_settings()  # also with nothing left to run: the report would claim the new settings
         done = self.done()
         todo = [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
         if todo:
             self.check(todo)
+        else:  # nothing left to run, yet the report must not claim settings the runs were not made with
+            self._check_same_settings()
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
@@ -353,10 +354,10 @@ class Pipeline:
                 f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})"
             ) from None
         limit = _position_limit(skeleton)
-        fused_input = "input-fusion" in self.study.methods
-        longest = self.study.data.max_length * (2 if fused_input else 1)
+        longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
         if limit is not None and longest > limit:
-            reads = (f"input-fusion reads 2 x data.max_length = {longest} tokens" if fused_input
+            doubled = longest > self.study.data.max_length  # input-level fusion reads both sides at once
+            reads = (f"input-fusion reads 2 x data.max_length = {longest} tokens" if doubled
                      else f"data.max_length is {longest} tokens")
             raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
         with torch.device("meta"):

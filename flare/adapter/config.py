@@ -8,7 +8,9 @@ from typing import Any
 
 from flare.errors import FlareError
 
-FUSIONS = ("add", "mul", "add_relu", "matmul", "matmul_relu", "cross_attention", "cross_attention_target_queries")
+# The cross-attention fusions, by the side their queries come from.
+CROSS_ATTENTION_QUERIES = {"cross_attention": "source", "cross_attention_target_queries": "target"}
+FUSIONS = ("add", "mul", "add_relu", "matmul", "matmul_relu", *CROSS_ATTENTION_QUERIES)
 SOURCE_POSITIONS = ("module_input", "layer_input")
 DECODE_FUSIONS = ("none", "last")
 ALIGNMENTS = ("auto", "left", "right")
@@ -81,7 +83,7 @@ class FlareConfig:
             raise FlareError(f"r must be a positive integer, got {self.r}")
         if not 0.0 <= self.lora_dropout < 1.0:
             raise FlareError(f"lora_dropout must be in [0, 1), got {self.lora_dropout}")
-        if self.fusion.startswith("cross_attention") and (
+        if self.fusion in CROSS_ATTENTION_QUERIES and (
             self.cross_attention_heads < 1 or self.r % self.cross_attention_heads
         ):
             raise FlareError(

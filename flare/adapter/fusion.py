@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from flare.adapter.config import CROSS_ATTENTION_QUERIES
+
 
 class CrossAttentionFusion(nn.Module):
     """Multi-head attention inside the bottleneck, inner width r, no output projection:
@@ -57,11 +59,8 @@ class CrossAttentionFusion(nn.Module):
 
 def make_fusion_module(fusion: str, r: int, heads: int, dropout: float) -> nn.Module | None:
     """The trainable part of a fusion, if it has one (only the cross-attention fusions do)."""
-    if fusion == "cross_attention":
-        return CrossAttentionFusion(r, heads, dropout, queries="source")
-    if fusion == "cross_attention_target_queries":
-        return CrossAttentionFusion(r, heads, dropout, queries="target")
-    return None
+    queries = CROSS_ATTENTION_QUERIES.get(fusion)
+    return None if queries is None else CrossAttentionFusion(r, heads, dropout, queries)
 
 
 def fuse(
@@ -88,7 +87,7 @@ def fuse(
             target = target * target_mask[..., None].to(target.dtype)
         # S (T^T T) equals (S T^T) T but costs O(L r^2) instead of O(L^2 r).
         return source @ (target.transpose(1, 2) @ target)
-    if fusion in ("cross_attention", "cross_attention_target_queries"):
+    if fusion in CROSS_ATTENTION_QUERIES:
         assert module is not None, f"{fusion} needs its fusion module"
         return module(source, target, target_mask, source_mask)
     raise ValueError(f"unknown fusion {fusion!r}")
