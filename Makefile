@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast lint quickstart clean
+.PHONY: test test-fast test-gpu lint quickstart clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,10 @@ lint: $(STAMP)
 
 test-fast: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m "not slow"
+
+# the CUDA tier (tests/gpu, marker gpu): skipped, not failed, where torch sees no GPU
+test-gpu: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -m gpu
 
 quickstart: $(STAMP)
 	$(VENV)/bin/python -m flare.quickstart

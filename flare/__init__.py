@@ -1,13 +1,40 @@
-"""flare-xlt: FLARE (Fusion for Language Representations) for parameter-efficient cross-lingual transfer."""
+"""flare-xlt: FLARE (Fusion for Language Representations) for parameter-efficient cross-lingual transfer.
 
+The public names are imported on first use (PEP 562), so `import flare` and `flare --help` do not
+pay for torch, transformers and peft until something needs them.
+"""
+
+import importlib
 import logging
 
 # bitsandbytes warns on import that its optional Hub-fetched CPU kernel is missing; that package
 # must not be installed offline, and the built-in CPU path works, so the warning is only noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
-from flare.adapter import FlareConfig, FlareModel, get_flare_model, load_flare_model  # noqa: E402
 from flare.errors import FlareError  # noqa: E402
 
 __version__ = "0.1.0"
-__all__ = ["FlareConfig", "FlareError", "FlareModel", "__version__", "get_flare_model", "load_flare_model"]
+
+# public name -> the module that defines it
+_LAZY = {
+    "FlareConfig": "flare.adapter",
+    "FlareModel": "flare.adapter",
+    "get_flare_model": "flare.adapter",
+    "load_flare_model": "flare.adapter",
+    "SourceCollator": "flare.adapter",
+    "pairs_from_dataset": "flare.dataset_pairs",
+}
+
+__all__ = ["FlareError", "__version__", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'flare' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -33,7 +33,10 @@ def compare(study, time_budget_minutes: float = 0.0) -> Path:
 def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu") -> dict:
     """Train and evaluate one run of a study (stage 1 is trained first if missing)."""
     from flare.pipeline import Pipeline, Run
+    from flare.settings import METHODS
 
+    if method not in METHODS:
+        raise FlareError(f"train: unknown method {method!r}; choose from {', '.join(METHODS)}")
     fused = method in ("flare", "flare-mt")
     for values, value in (
         (study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)
@@ -41,11 +44,7 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
         if value is not None and value not in values:
             values.append(value)
     pipeline = Pipeline(study)  # validates the study with this run's method, language and fusion
-    run = Run(method, fusion if fused else None, language, seed)
-    pipeline.check([run])
-    record = pipeline.run(run, pipeline.stage1())
-    pipeline._append(record)
-    return record
+    return pipeline.single(Run(method, fusion if fused else None, language, seed))
 
 
 def evaluate(study, language: str, method: str = "zero-shot") -> dict:
@@ -58,14 +57,13 @@ def evaluate(study, language: str, method: str = "zero-shot") -> dict:
     if language not in study.languages:
         study.languages.append(language)
     pipeline = Pipeline(study)
-    run = Run(method, None, language, study.seeds[0])
-    pipeline.check([run])
-    return pipeline.run(run, pipeline.stage1())
+    return pipeline.single(Run(method, None, language, study.seeds[0]), record=False)
 
 
 def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, translations_dir: str,
               data_dir: str | None = None, batch_size: int = 32, num_beams: int = 1, max_input_length: int = 256,
-              language_map: dict[str, str] | None = None, device: str = "auto", dtype: str = "float32") -> str:
+              language_map: dict[str, str] | None = None, device: str = "auto", dtype: str = "auto",
+              allow_empty: bool = False) -> str:
     """Translate a task split with an NLLB/M2M100 model (cached; reruns translate nothing twice).
 
     Args:
@@ -80,8 +78,10 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
         num_beams: 1 for greedy decoding, more for beam search.
         max_input_length: tokens kept per input.
         language_map: explicit FLORES codes for languages NLLB lacks, e.g. {mad: ind_Latn}.
-        device: auto, cpu or cuda.
-        dtype: float32, float16 or bfloat16.
+        device: auto (this process's CUDA GPU, else MPS, else the CPU), cpu, cuda, cuda:N or mps.
+        dtype: auto (bfloat16 or float16 on a GPU, float32 on the CPU), float32, float16 or bfloat16.
+        allow_empty: leave rows translated to empty text out (counted in the meta file) instead of
+            refusing to write the file.
     """
     from flare.tasks import get_task
     from flare.translate import translate_dataset
@@ -90,7 +90,7 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
     result = translate_dataset(
         rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
         translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,
-        num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype,
+        num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype, allow_empty=allow_empty,
     )
     return str(result.output_path)
 
@@ -128,13 +128,18 @@ def predict(study, language: str, text: str, english: str | None = None, method:
 
 
 def _lines(value: str) -> list[str]:
-    """One input, or the non-empty lines of a file."""
+    """One input, or the non-empty lines of a file (UTF-8, a byte-order mark dropped). A value that
+    names no file but looks like a path (a folder part, or a text-file suffix) is refused: labelling
+    the string "inputs.txt" would be a silent mistake."""
+    from flare.files import read_text
+
     path = Path(value)
     if path.is_file():
-        try:
-            return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-        except UnicodeDecodeError:
-            raise FlareError(f"{path}: not UTF-8 text") from None
+        return [line for line in read_text(path).splitlines() if line.strip()]
+    if not any(char.isspace() for char in value) and (
+        path.suffix.lower() in (".txt", ".tsv", ".csv", ".jsonl", ".text") or value.startswith(("/", "./", "../", "~"))
+    ):
+        raise FlareError(f"{value}: file not found (pass the text itself, or an existing file)")
     return [value]
 
 
@@ -148,7 +153,7 @@ STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
 def _parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from flare.settings import Study
+    from flare.settings import Study, declared_ranges
 
     parser = ArgumentParser(prog="flare", description=__doc__, exit_on_error=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -160,6 +165,10 @@ def _parser():
                 "--config", action=ActionConfigFile, help="study YAML (may be given first, without --config)"
             )
             sub.add_class_arguments(Study, nested_key=None)
+            ranges = declared_ranges()
+            for action in sub._actions:  # the ranges are declared with the settings' types; show them
+                if action.dest in ranges and action.help:
+                    action.help = f"{action.help.rstrip()} Range: {ranges[action.dest]}."
             sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
         else:
             sub.add_function_arguments(function, fail_untyped=False, as_positional=name == "report")
@@ -167,11 +176,57 @@ def _parser():
     return parser
 
 
-def _check_config(path: str) -> None:
-    """Checked before the argument parser reads the file, so every problem is one line."""
-    from flare.settings import read_study_yaml
+def _placement(name: str, values: dict):
+    """Where the command's models will run, for the commands that load one."""
+    from flare.device import resolve_placement
 
-    read_study_yaml(path)
+    if name in STUDY_COMMANDS:
+        study = values["study"]
+        return resolve_placement(study.device, study.dtype, study.load_in_4bit)
+    if name == "translate":
+        return resolve_placement(values["device"], values["dtype"])
+    return None
+
+
+def _check_config(path: str) -> None:
+    """Checked before the argument parser reads the file, so every problem is one line, and the same
+    line the Python API (`flare.settings.load_study`) gives."""
+    from flare.settings import Study, from_dict, read_study_yaml
+
+    from_dict(Study, read_study_yaml(path))
+
+
+def _yaml_value(text: str):
+    """How the argument parser reads YAML (study files and values on the command line): the
+    project's loader, so both refuse what `load_study` refuses."""
+    from flare.files import load_yaml
+
+    return load_yaml(text, "command-line value")
+
+
+def _explain(error: Exception, argv: list[str]) -> str | None:
+    """The settings module's own line for a study setting the argument parser refused, so a bad value
+    reads the same on the command line as in a study file; None when it has nothing better."""
+    import re
+
+    from flare.files import load_yaml
+    from flare.settings import check_setting
+
+    found = re.match(r'Parser key "([\w.]+)"', str(error))
+    if not found:
+        return None
+    flag = f"--{found.group(1)}"
+    for index, arg in enumerate(argv):
+        if arg.startswith(flag + "=") or (arg == flag and index + 1 < len(argv)):
+            raw = arg.split("=", 1)[1] if "=" in arg else argv[index + 1]
+            try:
+                value = load_yaml(raw, flag)
+                check_setting(found.group(1), raw if value is None else value)
+            except FlareError as explained:
+                return str(explained)
+            except KeyError:
+                return None
+    return None
 
 
 def _close_progress_bars() -> None:
@@ -185,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLARE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     # `flare compare study.yaml ...`: a YAML right after a study command is its --config
-    if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")):
+    if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")) and argv[1] != "--config":
         argv[1:2] = ["--config", argv[1]]
     try:
         for flag, value in itertools.pairwise(argv):
@@ -196,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
         from flare.settings import Study, from_dict
 
         quiet_libraries()
+        from jsonargparse import set_loader
+
+        set_loader("yaml", _yaml_value, exceptions=(FlareError,))
         parser = _parser()
         if not argv or argv[0] in ("-h", "--help"):
             parser.print_help()
@@ -208,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
         if name in STUDY_COMMANDS:
             fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
             values["study"] = from_dict(Study, fields).validate()
+        placement = _placement(name, values)
+        if placement is not None:  # settled (a missing GPU refused) before any work; said before it starts
+            print(placement.describe(), flush=True)
         result = function(**values)
         if result is not None:
             print(json.dumps(result, indent=2, default=str) if isinstance(result, (dict, list)) else result)
@@ -234,7 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         message = " ".join(str(error).split())
         if type(error).__name__ in ("ArgumentError", "NSKeyError"):  # argument errors from jsonargparse
-            print(f"flare: error: {message}", file=sys.stderr)
+            print(f"flare: error: {_explain(error, argv) or message}", file=sys.stderr)
+            return 2
+        if "No space left on device" in message:  # safetensors' SafetensorError carries no errno
+            print(f"flare: error: no space left on the device while writing ({message[:200]})", file=sys.stderr)
             return 2
         print(
             f"flare: internal error: {type(error).__name__}: {message[:300]} "

@@ -31,11 +31,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from flare.data import ColumnSpec
 from flare.errors import FlareError
-from flare.files import read_text
+from flare.files import check_name, load_yaml, read_text
 from flare.tasks import QA_METRICS, PromptTemplate, Task
 
 _KEYS = {
@@ -99,9 +97,11 @@ def _files(
                 splits.setdefault(lang, []).append(split)
     else:
         raise FlareError(f"{where}: 'files' must be a path pattern or a mapping split -> language -> path")
-    for lang in splits:
+    for lang, names in splits.items():
         if lang not in languages:
             raise FlareError(f"{where}: files name language '{lang}' that is not in 'languages'")
+        for split in names:
+            check_name(split, f"{where}: split name")  # it names translation folders
     return files, splits
 
 
@@ -110,14 +110,7 @@ def task_from_yaml(path: Path) -> Task:
     where = str(path)
     if not path.is_file():
         raise FlareError(f"{where}: task file not found")
-    try:
-        spec = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        raise FlareError(
-            f"{where}:{f' line {mark.line + 1}' if mark else ''} invalid YAML "
-            f"({getattr(err, 'problem', None) or type(err).__name__})"
-        ) from None
+    spec = load_yaml(read_text(path), where)
     if not isinstance(spec, dict):
         raise FlareError(f"{where}: a task file must be a YAML mapping")
     unknown = sorted(set(spec) - _KEYS)
@@ -129,7 +122,10 @@ def task_from_yaml(path: Path) -> Task:
     task_type = spec["type"]
     if task_type not in ("classification", "qa"):
         raise FlareError(f"{where}: 'type' must be classification or qa, got {task_type!r}")
+    check_name(str(spec["name"]), f"{where}: task name")  # it names translation folders and run ids
     languages = _str_list(spec["languages"], where, "languages")
+    for code in languages:
+        check_name(code, f"{where}: language code")  # it names run and translation folders
     source = str(spec.get("source_language", "en"))
     if source not in languages:
         raise FlareError(f"{where}: source_language '{source}' is not in 'languages'")

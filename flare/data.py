@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,9 +74,15 @@ def _clip(value: Any, width: int = 40) -> str:
 def require_text(value: Any, where: str, name: str) -> str:
     if not isinstance(value, str):
         raise FlareError(f"{where}: field '{name}' must be text, got {_clip(value)}")
-    if not value.strip():
+    if not visible(value):
         raise FlareError(f"{where}: field '{name}' is empty")
     return value
+
+
+def visible(text: str) -> bool:
+    """Whether text holds anything but whitespace and invisible format characters (zero-width
+    spaces and joiners, byte-order marks), which str.strip() keeps."""
+    return any(not char.isspace() and unicodedata.category(char) not in ("Cf", "Cc") for char in text)
 
 
 def label_index(value: Any, labels: Sequence[str], where: str, label_map: Mapping[str, str] | None = None) -> int:
@@ -188,6 +195,9 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         except csv.Error as error:
             raise FlareError(f"{path}: line {reader.line_num} is not valid {suffix[1:].upper()} ({error})") from None
         columns = list(reader.fieldnames or [])
+        repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        if repeated is not None:  # DictReader would keep only the last of the two, silently
+            raise FlareError(f"{path}: the header names column {_clip(repeated)} twice")
         for number, row in enumerate(rows, start=1):
             if _EXTRA in row or None in row.values():  # longer or shorter than the header
                 found = len(columns) + len(row[_EXTRA]) if _EXTRA in row else sum(v is not None for v in row.values())
@@ -218,7 +228,11 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 f"{path}: not a readable Parquet file "
                 f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
             ) from None
-        return table.to_pylist(), list(table.column_names)
+        columns = list(table.column_names)
+        repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
+        if repeated is not None:
+            raise FlareError(f"{path}: the table names column {_clip(repeated)} twice")
+        return table.to_pylist(), columns
     raise FlareError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl, .parquet or SQuAD .json)")
 
 

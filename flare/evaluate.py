@@ -14,6 +14,7 @@ import torch
 from tqdm.auto import tqdm
 
 from flare.data import Example, Pair
+from flare.device import autocast, autocast_dtype, model_device
 from flare.formats import PairFormatter, candidate_log_likelihood, parse_answer
 from flare.metrics import compute_metrics
 from flare.qa import decode_answers
@@ -40,46 +41,55 @@ def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pa
             extra: ExtraInputs | None = None, progress: bool = True) -> dict[str, Any]:
     """Prediction per example id: a label index (classification) or an answer string (QA)."""
     model.eval()
-    device = next(p for p in model.parameters()).device
-    task, family = formatter.task, formatter.family
+    device = model_device(model)
+    amp = autocast_dtype(model)  # as in training: float32 adapter weights on a bfloat16 base compute in bfloat16
     out: dict[str, Any] = {}
     bar = tqdm(total=len(items), desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True)
     for chunk in _chunks(list(items), batch_size):
-        inputs = extra(chunk) if extra is not None else {}
-        ids = [reference_side(item, formatter.view).id for item in chunk]
-        if task.type == "classification" and family != "encoder":
-            batch = _to(formatter.label_candidates(chunk), device)
-            k = len(task.labels)
-            repeated = {n: t.repeat_interleave(k, dim=0) for n, t in inputs.items()}
-            logits = model(**batch, **repeated).logits
-            scores = candidate_log_likelihood(logits, batch["labels"], k, shift=family == "decoder")
-            out.update(zip(ids, scores.argmax(-1).tolist()))
-        elif task.type == "classification":
-            batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
-            out.update(zip(ids, model(**batch, **inputs).logits.argmax(-1).tolist()))
-        elif family == "encoder":
-            features = formatter.features(chunk, train=False)
-            batch = _to(formatter.collate(features), device)
-            result = model(**batch, **_per_window(inputs, features, chunk, formatter.view))
-            contexts = {
-                reference_side(item, formatter.view).id: reference_side(item, formatter.view).fields["context"]
-                for item in chunk
-            }
-            out.update(decode_answers(
-                features, result.start_logits.float().cpu().tolist(), result.end_logits.float().cpu().tolist(), contexts
-            ))
-        else:
-            batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
-            generated = model.generate(
-                **batch, **inputs, max_new_tokens=formatter.settings.max_answer_tokens, do_sample=False,
-                pad_token_id=formatter.pad_id,
-            )
-            if family == "decoder":
-                generated = generated[:, batch["input_ids"].shape[1]:]
-            texts = formatter.tok.batch_decode(generated, skip_special_tokens=True)
-            out.update(zip(ids, (parse_answer(t) for t in texts)))
+        with autocast(device, amp):
+            out.update(_predict_chunk(model, formatter, chunk, extra, device))
         bar.update(len(chunk))
     bar.close()
+    return out
+
+
+def _predict_chunk(model: torch.nn.Module, formatter: PairFormatter, chunk: Sequence[Pair | Example],
+                   extra: ExtraInputs | None, device: torch.device) -> dict[str, Any]:
+    task, family = formatter.task, formatter.family
+    out: dict[str, Any] = {}
+    inputs = _to(extra(chunk), device) if extra is not None else {}  # e.g. FLARE-MT states, kept on the CPU
+    ids = [reference_side(item, formatter.view).id for item in chunk]
+    if task.type == "classification" and family != "encoder":
+        batch = _to(formatter.label_candidates(chunk), device)
+        k = len(task.labels)
+        repeated = {n: t.repeat_interleave(k, dim=0) for n, t in inputs.items()}
+        logits = model(**batch, **repeated).logits
+        scores = candidate_log_likelihood(logits, batch["labels"], k, shift=family == "decoder")
+        out.update(zip(ids, scores.argmax(-1).tolist()))
+    elif task.type == "classification":
+        batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
+        out.update(zip(ids, model(**batch, **inputs).logits.argmax(-1).tolist()))
+    elif family == "encoder":
+        features = formatter.features(chunk, train=False)
+        batch = _to(formatter.collate(features), device)
+        result = model(**batch, **_per_window(inputs, features, chunk, formatter.view))
+        contexts = {
+            reference_side(item, formatter.view).id: reference_side(item, formatter.view).fields["context"]
+            for item in chunk
+        }
+        out.update(decode_answers(
+            features, result.start_logits.float().cpu().tolist(), result.end_logits.float().cpu().tolist(), contexts
+        ))
+    else:
+        batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
+        generated = model.generate(
+            **batch, **inputs, max_new_tokens=formatter.settings.max_answer_tokens, do_sample=False,
+            pad_token_id=formatter.pad_id,
+        )
+        if family == "decoder":
+            generated = generated[:, batch["input_ids"].shape[1]:]
+        texts = formatter.tok.batch_decode(generated, skip_special_tokens=True)
+        out.update(zip(ids, (parse_answer(t) for t in texts)))
     return out
 
 

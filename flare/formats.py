@@ -30,24 +30,36 @@ Family = Literal["encoder", "decoder", "encoder-decoder"]
 View = Literal["flare", "target", "source", "input_fusion"]
 IGNORE_INDEX = -100
 
-_ENCODERS = {
-    "bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "electra", "camembert", "xlm",
-    "modernbert",
-}
-_DECODERS = {"llama", "gemma", "gemma2", "gemma3", "gemma3_text", "qwen2", "qwen3", "mistral", "gpt2", "phi3", "olmo2"}
-_SEQ2SEQ = {"t5", "mt5", "umt5", "bart", "mbart"}
+FAMILIES: tuple[Family, ...] = ("encoder", "decoder", "encoder-decoder")
 
 
-def model_family(model_type: str) -> Family:
-    """The input family of a Hugging Face `config.model_type`."""
-    kind = model_type.lower()
-    if kind in _ENCODERS:
-        return "encoder"
-    if kind in _DECODERS:
-        return "decoder"
-    if kind in _SEQ2SEQ:
+def model_family(config: Any, family: Family | None = None) -> Family:
+    """The input family of a Hugging Face config (or its `model_type` string), read from
+    transformers' own auto-class tables so that any architecture they know is recognised:
+    an encoder-decoder has a seq2seq LM class (or says `is_encoder_decoder`), an encoder has a
+    masked-LM class (BERT-likes also register a causal-LM head, so this test comes first), a
+    decoder has only a causal-LM class. `family` overrides the inference."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    )
+
+    if family is not None:
+        if family not in FAMILIES:
+            raise FlareError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
+        return family
+    kind = (config if isinstance(config, str) else getattr(config, "model_type", "")).lower()
+    if kind in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False):
         return "encoder-decoder"
-    raise FlareError(f"unknown model type {model_type!r}: pass family='encoder', 'decoder' or 'encoder-decoder'")
+    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+        return "encoder"
+    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        return "decoder"
+    raise FlareError(
+        f"model type {kind or '(none)'!r} has no masked-LM, causal-LM or seq2seq class in transformers: "
+        f"set family to one of {', '.join(FAMILIES)}"
+    )
 
 
 @dataclass(frozen=True)

@@ -92,7 +92,8 @@ def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -
     """Return the FLORES-200 code used for project language ``code``.
 
     Args:
-        code: a project language code (``sw``, ``jav``, ``eng``...).
+        code: a project language code (``sw``, ``jav``, ``eng``...), or a FLORES-200 code itself
+            (``swh_Latn``), which is used as it is: the NLLB tokenizer checks it exists.
         language_map: explicit choices that win over the built-in table, e.g. ``{"mad": "ind_Latn"}``
             for a language NLLB does not cover, or a code the table does not know.
 
@@ -103,11 +104,14 @@ def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -
     _check_map(language_map)
     if code in language_map:
         return language_map[code]
+    if _FLORES_PATTERN.match(code):
+        return code
     entry = LANGUAGES.get(code)
     if entry is None:
         known = " ".join(sorted(LANGUAGES))
         raise FlareError(
-            f"unknown language code {code!r}; known: {known} (or map it, e.g. {{{code!r}: 'xxx_Latn'}})"
+            f"unknown language code {code!r}; known: {known}, or any FLORES-200 code such as 'swh_Latn' "
+            f"(or map it, e.g. {{{code!r}: 'xxx_Latn'}})"
         )
     if entry.flores is None:
         raise FlareError(

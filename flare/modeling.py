@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from flare.adapter import FlareConfig, FlareModel, get_flare_model
+from flare.device import Placement, resolve_placement
 from flare.errors import FlareError
 from flare.formats import Family, model_family
 from flare.settings import AdapterSettings
@@ -32,10 +33,13 @@ def resolve(model: str) -> str:
 
 
 def load_backbone(
-    model: str, task: Task, load_in_4bit: bool = False, device: str = "cpu", seed: int | None = None
+    model: str, task: Task, load_in_4bit: bool = False, device: str = "auto", seed: int | None = None,
+    dtype: str = "auto", placement: Placement | None = None,
 ) -> tuple[torch.nn.Module, Any, Family]:
-    """The task model and its tokenizer. A head the checkpoint lacks starts random: `seed` makes
-    that initialisation reproducible."""
+    """The task model and its tokenizer, built on its device in its dtype (flare/device.py; a
+    ready `placement` replaces load_in_4bit, device and dtype). A head the checkpoint lacks starts
+    random: `seed` makes that initialisation reproducible."""
+    placement = placement or resolve_placement(device, dtype, load_in_4bit)
     path = resolve(model)
     if seed is not None:
         torch.manual_seed(seed)
@@ -44,15 +48,7 @@ def load_backbone(
     except (OSError, ValueError) as error:
         raise FlareError(f"model {model}: cannot load a config ({str(error).splitlines()[0]})") from None
     family = model_family(config.model_type)
-    kwargs: dict[str, Any] = {}
-    if load_in_4bit:
-        from transformers import BitsAndBytesConfig
-
-        compute = torch.bfloat16 if device != "cpu" and torch.cuda.is_available() else torch.float32
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute
-        )
-        kwargs["device_map"] = {"": device if device != "auto" else 0}
+    kwargs = placement.from_pretrained_kwargs()
     if family == "encoder":
         if task.type == "qa":
             backbone = AutoModelForQuestionAnswering.from_pretrained(path, **kwargs)
@@ -96,7 +92,14 @@ def flare_config(
 
 
 def adapt(backbone: torch.nn.Module, config: FlareConfig) -> FlareModel:
-    return get_flare_model(backbone, config)
+    """The adapter on a backbone. Every trainable weight is float32 whatever the base's dtype:
+    PEFT keeps LoRA in float32, and the task head it trains (modules_to_save) gets the same, so
+    AdamW never updates bfloat16 weights (their 8-bit mantissa swallows small steps)."""
+    model = get_flare_model(backbone, config)
+    for parameter in model.parameters():
+        if parameter.requires_grad and parameter.is_floating_point() and parameter.dtype != torch.float32:
+            parameter.data = parameter.data.float()
+    return model
 
 
 def merge_and_save(
@@ -106,8 +109,9 @@ def merge_and_save(
 
     A 4-bit base is not merged in place: that would de-quantise, add and re-quantise (PEFT's
     merge), adding a second rounding on top of the first and tying the saved model to
-    bitsandbytes. Instead the adapter goes onto a full-precision copy of the `original` weights,
-    merges exactly, and is saved in full precision; stage 2 quantises it once when it loads it."""
+    bitsandbytes. Instead the adapter goes onto a float32 copy of the `original` weights (on the
+    4-bit model's device), merges exactly, and is saved in float32; stage 2 quantises it once
+    when it loads it."""
     from flare.adapter import load_flare_model
     from flare.files import atomic_dir
 
@@ -116,7 +120,8 @@ def merge_and_save(
             if original is None or task is None:
                 raise FlareError("merging into a 4-bit base needs the original model and task")
             model.save_pretrained(staging / "adapter")
-            full, _, _ = load_backbone(original, task)
+            device = next(model.parameters()).device
+            full, _, _ = load_backbone(original, task, placement=Placement(device, torch.float32))
             merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
             import shutil
 

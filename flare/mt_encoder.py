@@ -30,13 +30,14 @@ class MTEncoder:
     """The encoder half of an M2M100/NLLB checkpoint, frozen and in eval mode."""
 
     def __init__(
-        self, model: str, *, device: str = "cpu", dtype: str = "float32", max_length: int = 256,
+        self, model: str, *, device: str = "auto", dtype: str = "auto", max_length: int = 256,
         language_map: Mapping[str, str] | None = None,
     ) -> None:
         """Args:
             model: local path or hub id of an M2M100/NLLB checkpoint (e.g. nllb-200-distilled-600M).
-            device: ``cpu``, ``cuda``, ``auto``...
-            dtype: ``float32``, ``float16`` or ``bfloat16`` for the encoder weights.
+            device: ``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps`` (flare/device.py).
+            dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16`` for the encoder weights; the
+                states come out in float32 whatever it is.
             max_length: tokens kept per text, language tag and ``</s>`` included.
             language_map: explicit project-code -> FLORES choices (see :func:`resolve_language`).
         """

@@ -8,6 +8,7 @@ sidecar `<src_lang>-<tgt_lang>.meta.json`. Rows whose QA answer could not be pro
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -15,10 +16,12 @@ from typing import Any
 
 from flare.data import Example, LoadStats, Pair, _clip, check_answers, require_text
 from flare.errors import FlareError
-from flare.files import write_atomically
+from flare.files import check_name, read_text, write_atomically
 
 
 def translation_path(translations_dir: str | Path, task: str, split: str, src_lang: str, tgt_lang: str) -> Path:
+    for value, what in ((task, "task name"), (split, "split"), (src_lang, "language"), (tgt_lang, "language")):
+        check_name(value, what)  # the path must stay inside translations_dir
     return Path(translations_dir) / task / split / f"{src_lang}-{tgt_lang}.jsonl"
 
 
@@ -27,7 +30,7 @@ def read_translations(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise FlareError(f"{path}: translation file not found (run the translation step first)")
     rows: dict[str, dict[str, Any]] = {}
-    with open(path, encoding="utf-8") as handle:
+    with io.StringIO(read_text(path)) as handle:  # UTF-8 only, a byte-order mark dropped
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -49,8 +52,13 @@ def read_translation_meta(path: Path) -> dict[str, Any]:
     meta = path.with_name(path.name.removesuffix(".jsonl") + ".meta.json")
     if not meta.is_file():
         return {}
-    with open(meta, encoding="utf-8") as handle:
-        return json.load(handle)
+    try:
+        values = json.loads(read_text(meta))
+    except json.JSONDecodeError as error:
+        raise FlareError(f"{meta}: line {error.lineno} is not valid JSON ({error.msg})") from None
+    if not isinstance(values, dict):
+        raise FlareError(f"{meta}: not a JSON object")
+    return values
 
 
 def write_translations(

@@ -5,7 +5,8 @@ last epoch checkpoint.
 
 Layout of `output_dir`: study.yaml (the settings used), stage1/model (merged English task model),
 stage1/run (its logs and checkpoint), runs/<method>/<language>/seed<k>/ (logs, checkpoint,
-adapter), results.jsonl, and the report (results.csv/.md/.png).
+adapter), results.jsonl, and the report (results.csv/.md/.png); .flare.lock names the command
+that holds the folder while one runs (a second one is refused).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from typing import Any
 import torch
 import yaml
 
+from flare.checks import check_checkpoint, check_model
 from flare.data import Example, LoadStats, Pair
+from flare.device import resolve_placement
 from flare.errors import FlareError
 from flare.evaluate import evaluate
-from flare.files import write_atomically
+from flare.files import append_line, folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter, input_length
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
 from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
@@ -89,6 +92,7 @@ class Pipeline:
 
     def __init__(self, study: Study) -> None:
         self.study = study.validate()
+        self.placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
         self.task: Task = get_task(study.task)
         self.out = Path(study.output_dir)
         self.format = FormatSettings(max_length=study.data.max_length)
@@ -134,7 +138,7 @@ class Pipeline:
         if (model_dir / "config.json").is_file():
             return model_dir
         backbone, tokenizer, family = load_backbone(
-            self.study.model, self.task, self.study.load_in_4bit, seed=self.study.seeds[0]
+            self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement
         )
         model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
         train, valid = self._splits(None)
@@ -165,7 +169,7 @@ class Pipeline:
         """One method on one language with one seed; returns its result record."""
         start = time.perf_counter()
         view = VIEWS[run.method]
-        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task, self.study.load_in_4bit)
+        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task, placement=self.placement)
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}
@@ -196,6 +200,7 @@ class Pipeline:
             **summary,
             "wall_time_s": round(time.perf_counter() - start, 3),  # ms: a tiny zero-shot run is under 0.1 s
             "torch_threads": torch.get_num_threads(),  # wall times are only comparable at equal thread counts
+            **self.placement.record(),  # and at equal devices and dtypes
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
@@ -204,7 +209,9 @@ class Pipeline:
         is encoded once and kept in <output_dir>/mt_states (safetensors), shared by all seeds."""
         from flare.mt_encoder import MTEncoder, precompute_encoder_states
 
-        encoder = MTEncoder(self.study.mt_model, max_length=self.study.data.max_length)
+        encoder = MTEncoder(
+            self.study.mt_model, max_length=self.study.data.max_length, device=self.study.device, dtype=self.study.dtype
+        )
         fields = self.task.text_fields
 
         def text(item) -> str:
@@ -231,21 +238,60 @@ class Pipeline:
 
         return {r["run_id"]: r for r in load_results(self.results_path)} if self.results_path.is_file() else {}
 
-    def compare(self, time_budget_minutes: float = 0.0) -> Path:
-        """Run what is not recorded yet. With a time budget, no new run starts once it is spent
-        (long studies run in chunks; each chunk adds to results.jsonl)."""
-        deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
+    def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
         done = self.done()
-        todo = [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
-        if todo:
-            self.check(todo)
-        else:  # nothing left to run, yet the report must not claim settings the runs were not made with
-            self._check_same_settings()
+        return done, [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
+
+    def _create_output_dir(self) -> None:
         try:
             self.out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise FlareError(f"output_dir: cannot create {self.out} ({error.strerror or error})") from None
-        write_atomically(self.out / "study.yaml", yaml.safe_dump(study_to_dict(self.study), sort_keys=False))
+
+    def _record_settings(self) -> None:
+        """Write study.yaml, the settings the folder's runs are made with (under the folder lock).
+        A folder that holds runs keeps the lists of runs (languages, methods...) it already has."""
+        settings = study_to_dict(self.study)
+        recorded = self.out / "study.yaml"
+        if recorded.is_file() and (self.results_path.is_file() or (self.out / "stage1").is_dir()):
+            before = read_study_yaml(recorded)
+            for key in ("languages", "methods", "fusions", "seeds"):
+                if isinstance(before.get(key), list):
+                    settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
+        write_atomically(  # the comment says where the last command ran; each result record says it per run
+            recorded, f"# {self.placement.describe()}\n" + yaml.safe_dump(settings, sort_keys=False),
+        )
+
+    def single(self, run: Run, record: bool = True) -> dict[str, Any]:
+        """One run (`flare train`, or `flare evaluate` with record=False), stage 1 first when it is
+        missing; the folder is locked and its study.yaml checked and written as by `compare`."""
+        self.check([run])
+        self._create_output_dir()
+        with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
+            self._check_same_settings()  # another command may have recorded other settings meanwhile
+            self._record_settings()
+            result = self.run(run, self.stage1())
+            if record:
+                self._append(result)
+        return result
+
+    def compare(self, time_budget_minutes: float = 0.0) -> Path:
+        """Run what is not recorded yet. With a time budget, no new run starts once it is spent
+        (long studies run in chunks; each chunk adds to results.jsonl)."""
+        _, todo = self._todo()
+        if todo:
+            self.check(todo)
+        else:  # nothing left to run, yet the report must not claim settings the runs were not made with
+            self._check_same_settings()
+        self._create_output_dir()
+        with folder_lock(self.out, "flare compare"):
+            return self._compare_locked(time_budget_minutes)
+
+    def _compare_locked(self, time_budget_minutes: float) -> Path:
+        deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
+        self._check_same_settings()  # another command may have recorded other settings meanwhile
+        done, todo = self._todo()  # ...or recorded runs
+        self._record_settings()
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
             stage1_dir = self.stage1()
@@ -290,17 +336,19 @@ class Pipeline:
 
             check_mt_model(self.study.mt_model)
         stage1_done = (self.out / "stage1" / "model" / "config.json").is_file()
-        self._check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model)
+        longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
+        check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model, self.task,
+                    self.study.adapter, self.study.data.max_length, longest)
         if not stage1_done:
             self._splits(None)
             self._english_test()
-            _check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
+            check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
         for language in dict.fromkeys(run.language for run in runs):
             self._test(language)
             if any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
                 self._splits(language)
         for run in runs:
-            _check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
+            check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
 
     def _check_same_settings(self) -> None:
         """A study folder that holds results or a stage-1 model holds them for its study.yaml's
@@ -320,84 +368,9 @@ class Pipeline:
                 "use a new output_dir, or delete that folder to start over"
             )
 
-    def _check_model(self, model: str) -> None:
-        """The config loads, and the adapter finds its modules in a weightless (meta) copy."""
-        from transformers import (
-            AutoConfig,
-            AutoModelForCausalLM,
-            AutoModelForQuestionAnswering,
-            AutoModelForSeq2SeqLM,
-            AutoModelForSequenceClassification,
-        )
-
-        from flare.formats import model_family
-        from flare.modeling import resolve
-
-        try:
-            config = AutoConfig.from_pretrained(resolve(model))
-        except (OSError, ValueError) as error:
-            raise FlareError(
-                f"model {model}: cannot load a config "
-                f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
-            ) from None
-        family = model_family(config.model_type)
-        if family == "encoder":
-            config.num_labels = max(len(self.task.labels), 1)
-            cls = AutoModelForQuestionAnswering if self.task.type == "qa" else AutoModelForSequenceClassification
-        else:
-            cls = AutoModelForCausalLM if family == "decoder" else AutoModelForSeq2SeqLM
-        try:
-            with torch.device("meta"):
-                skeleton = cls.from_config(config)
-        except (ValueError, KeyError) as error:
-            raise FlareError(
-                f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})"
-            ) from None
-        limit = _position_limit(skeleton)
-        longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
-        if limit is not None and longest > limit:
-            doubled = longest > self.study.data.max_length  # input-level fusion reads both sides at once
-            reads = (f"input-fusion reads 2 x data.max_length = {longest} tokens" if doubled
-                     else f"data.max_length is {longest} tokens")
-            raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
-        with torch.device("meta"):
-            adapt(skeleton, flare_config(self.study.adapter, self.task, family))
-
     def _append(self, record: dict[str, Any]) -> None:
-        """Add a record by rewriting the file atomically (never a half-written line)."""
-        existing = self.results_path.read_text(encoding="utf-8") if self.results_path.is_file() else ""
-        write_atomically(self.results_path, existing + json.dumps(record, ensure_ascii=False) + "\n")
-
-
-def _position_limit(model: torch.nn.Module) -> int | None:
-    """How many positions a model with learned absolute position embeddings (BERT, XLM-R, GPT-2)
-    can embed; None for rotary, relative or sinusoidal positions, which have no hard limit."""
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in ("position_embeddings", "wpe") and isinstance(module, torch.nn.Embedding):
-            # RoBERTa-style models count positions from padding_idx + 1
-            return module.num_embeddings - (module.padding_idx + 1 if module.padding_idx is not None else 0)
-    return None
-
-
-def _check_checkpoint(directory: Path) -> None:
-    """A resume checkpoint that training would read must be complete and readable."""
-    if not (directory / "state.json").is_file():
-        return  # training starts from scratch
-    from safetensors import SafetensorError, safe_open
-
-    hint = "delete that folder to restart the run from its beginning"
-    try:
-        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise FlareError(f"resume checkpoint {directory}: state.json is corrupt ({error}); {hint}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
-    for name in ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors"):
-        try:
-            with safe_open(directory / name, framework="pt"):
-                pass
-        except (OSError, SafetensorError) as error:
-            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({error}); {hint}") from None
+        """Add a record: one locked append, so no concurrent writer loses one (never a half-written line)."""
+        append_line(self.results_path, json.dumps(record, ensure_ascii=False))
 
 
 def compare(study: Study, time_budget_minutes: float = 0.0) -> Path:

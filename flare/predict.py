@@ -6,7 +6,8 @@ from pathlib import Path
 
 from flare.adapter import load_flare_model
 from flare.adapter.io import check_adapter_dir
-from flare.data import Example, Pair, require_text
+from flare.data import Example, Pair, require_text, visible
+from flare.device import dtype_name, resolve_placement
 from flare.errors import FlareError
 from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
@@ -30,15 +31,18 @@ def _example(task, text: str, language: str, number: int) -> Example:
     )
 
 
-def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path) -> list[str]:
-    """Translate target-language inputs into English on the fly (cached like `flare translate`).
-    Tab-separated fields are translated one by one."""
+def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path,
+                 device: str = "auto", dtype: str = "auto") -> list[str]:
+    """Translate target-language inputs into English on the fly (cached like `flare translate`),
+    with the MT model on the study's device in its dtype. Tab-separated fields are translated one by one."""
     from flare.languages import resolve_language
-    from flare.translate import Seq2SeqTranslator, translate_texts
+    from flare.translate import DecodingSettings, Seq2SeqTranslator, translate_texts
     from flare.translation_cache import TranslationCache
 
     columns = list(zip(*(t.split("\t") for t in texts)))
-    translator, cache = Seq2SeqTranslator(mt_model), TranslationCache(cache_dir / "translation_cache.sqlite")
+    settings = DecodingSettings(dtype=dtype_name(resolve_placement(device, dtype).dtype))
+    translator = Seq2SeqTranslator(mt_model, settings, device)
+    cache = TranslationCache(cache_dir / "translation_cache.sqlite")
     src, tgt = resolve_language(language), resolve_language(source_language)
     translated = [
         translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
@@ -46,7 +50,7 @@ def english_side(texts: list[str], language: str, source_language: str, mt_model
     ]
     rows = list(zip(*translated))
     for number, fields in enumerate(rows):
-        if not all(f.strip() for f in fields):
+        if not all(visible(f) for f in fields):
             raise FlareError(f"predict: {mt_model} translated input {number} to empty text; pass --english instead")
     return ["\t".join(fields) for fields in rows]
 
@@ -58,6 +62,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     with study.mt_model; flare-mt feeds study.mt_model's encoder states instead."""
     task = get_task(study.task)
     task.check_language(language)
+    placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
     if method not in VIEWS:
         raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(VIEWS)}")
     view = VIEWS[method]
@@ -74,17 +79,24 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
             raise FlareError(
                 f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly"
             )
-        english = english_side(texts, language, task.source_language, study.mt_model, out / "translations")
+        english = english_side(
+            texts, language, task.source_language, study.mt_model, out / "translations", study.device, study.dtype
+        )
     if method == "flare-mt" and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
     run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed)
     adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"
     if method not in ("zero-shot", "translate-test"):
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
-    backbone, tokenizer, family = load_backbone(str(stage1), task, study.load_in_4bit)
+    backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement)
     model = backbone
     if method not in ("zero-shot", "translate-test"):
-        model = load_flare_model(backbone, adapter)
+        try:
+            model = load_flare_model(backbone, adapter)
+        except TypeError as error:  # PEFT builds its LoraConfig from adapter_config.json unchecked
+            raise FlareError(
+                f"{adapter / 'adapter_config.json'}: a setting has the wrong type ({str(error)[:200]})"
+            ) from None
     items = targets
     if needs_english:
         items = [
@@ -95,7 +107,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     if method == "flare-mt":
         from flare.mt_encoder import MTEncoder
 
-        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length)
+        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype)
 
         def extra(chunk):
             states, mask = encoder.encode([" ".join(ex.fields.values()) for ex in chunk], language)

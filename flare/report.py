@@ -16,11 +16,13 @@ import json
 import math
 import os
 import statistics
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flare import extras
 from flare.errors import FlareError
 from flare.files import atomic_path, read_text, write_atomically
 from flare.languages import LANGUAGES
@@ -58,7 +60,7 @@ def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         raise FlareError(f"report: results file {path} does not exist")
     records: dict[str, dict[str, Any]] = {}
-    with io.StringIO(read_text(path)) as handle:
+    with io.StringIO(read_text(path, shared_lock=True)) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -338,7 +340,11 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: str | os.PathLik
     paths = {"csv": out / "results.csv", "markdown": out / "results.md", "png": out / "results.png"}
     write_atomically(paths["csv"], _csv_text(records, summaries))
     write_atomically(paths["markdown"], _markdown(records, summaries, title, against))
-    _plot(summaries, paths["png"], title)
+    if extras.is_available("matplotlib"):
+        _plot(summaries, paths["png"], title)
+    else:  # the tables are the result; the figure is optional
+        print(f"note: {extras.missing_message('matplotlib')}; results.png not written", file=sys.stderr)
+        del paths["png"]
     return paths
 
 

@@ -8,18 +8,50 @@ prints the same text.
 from __future__ import annotations
 
 import dataclasses
+import math
+import reprlib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
-
-from flare.adapter.config import FUSIONS
+from flare.adapter.config import CROSS_ATTENTION_QUERIES, DECODE_FUSIONS, FUSIONS
 from flare.errors import FlareError
 
 METHODS = ("zero-shot", "translate-test", "translate-train", "input-fusion", "flare", "flare-mt")
+FUSED_METHODS = ("flare", "flare-mt")
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a number setting must lie in, declared with its type (`Annotated[int, Range(1)]`):
+    `flare --help` shows it, and `from_dict` (the Python API and the CLI alike) enforces it."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # the bound itself is excluded
+    high_open: bool = False
+
+    def check(self, value: float, name: str) -> None:
+        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
+        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
+        if too_low or too_high:
+            raise FlareError(f"{name}: {value!r} is out of range (must be {self!r})")
+
+    def __repr__(self) -> str:
+        low = None if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
+        high = None if self.high is None else f"{'<' if self.high_open else '<='} {_number(self.high)}"
+        return " and ".join(bound for bound in (low, high) if bound)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+Positive = Annotated[int, Range(1)]
+Count = Annotated[int, Range(0)]  # 0 means "all" or "none", as documented per setting
+Seed = Annotated[int, Range(0, 2**32 - 1)]  # what every RNG (torch, numpy, python) accepts
 
 
 @dataclass
@@ -42,16 +74,16 @@ class StageSettings:
         wandb_project: also log to this Weights & Biases project (needs `pip install wandb`).
     """
 
-    learning_rate: float = 5e-4
-    epochs: int = 4
-    batch_size: int = 16
-    eval_batch_size: int = 32
-    gradient_accumulation: int = 1
-    warmup_ratio: float = 0.06
-    weight_decay: float = 0.01
-    max_grad_norm: float = 1.0
+    learning_rate: Annotated[float, Range(0, 10, low_open=True)] = 5e-4
+    epochs: Annotated[int, Range(1, 10_000)] = 4
+    batch_size: Positive = 16
+    eval_batch_size: Positive = 32
+    gradient_accumulation: Positive = 1
+    warmup_ratio: Annotated[float, Range(0, 1)] = 0.06
+    weight_decay: Annotated[float, Range(0)] = 0.01
+    max_grad_norm: Annotated[float, Range(0)] = 1.0
     gradient_checkpointing: bool = False
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     select_best: bool = True
     tensorboard: bool = True
     wandb_project: str | None = None
@@ -78,15 +110,15 @@ class DataSettings:
 
     data_dir: str | None = None
     translations_dir: str | None = None
-    source: str = "auto"
+    source: Literal["gold", "machine", "auto"] = "auto"
     train_split: str = "train"
     valid_split: str = "valid"
     test_split: str = "test"
-    valid_size: int = 0
-    max_train: int = 0
-    max_valid: int = 0
-    max_test: int = 0
-    max_length: int = 128
+    valid_size: Count = 0
+    max_train: Count = 0
+    max_valid: Count = 0
+    max_test: Count = 0
+    max_length: Annotated[int, Range(1, 1 << 20)] = 128
 
 
 @dataclass
@@ -104,13 +136,13 @@ class AdapterSettings:
         cross_attention_heads: heads of the cross_attention fusion.
     """
 
-    r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    r: Annotated[int, Range(1, 4096)] = 8
+    lora_alpha: Annotated[int, Range(1, 1 << 20)] = 16
+    lora_dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     target_modules: list[str] | str | None = None
-    source_position: str = "module_input"
-    decode_fusion: str = "none"
-    cross_attention_heads: int = 1
+    source_position: Literal["module_input", "layer_input"] = "module_input"
+    decode_fusion: Literal[DECODE_FUSIONS] = "none"
+    cross_attention_heads: Annotated[int, Range(1, 4096)] = 1
 
 
 @dataclass
@@ -128,7 +160,10 @@ class Study:
         mt_model: NLLB/M2M100 model whose encoder feeds flare-mt.
         load_in_4bit: load the base in 4-bit NF4 (bitsandbytes; stage 1 is then merged into a
             de-quantised copy, see README).
-        device: "auto" (CUDA when present), "cpu" or "cuda".
+        device: "auto" (this process's CUDA GPU, else MPS, else the CPU), "cuda" (this process's GPU:
+            cuda:LOCAL_RANK under torchrun or accelerate launch), "cuda:N", "mps" or "cpu".
+        dtype: dtype of the frozen base: "auto" (bfloat16 on a GPU that has it, else float16; float32
+            on the CPU), "float32", "bfloat16" or "float16". Adapter weights stay float32 (autocast).
         data: which examples each stage sees.
         adapter: the LoRA / FLARE adapter.
         stage1: English task fine-tuning.
@@ -138,47 +173,54 @@ class Study:
     task: str = "nusax"
     model: str = "multilingual-e5-small"
     languages: list[str] = field(default_factory=lambda: ["jav"])
-    methods: list[str] = field(default_factory=lambda: ["zero-shot", "translate-train", "flare"])
-    fusions: list[str] = field(default_factory=lambda: ["add_relu"])
-    seeds: list[int] = field(default_factory=lambda: [1])
+    methods: list[Literal[METHODS]] = field(default_factory=lambda: ["zero-shot", "translate-train", "flare"])
+    fusions: list[Literal[FUSIONS]] = field(default_factory=lambda: ["add_relu"])
+    seeds: list[Seed] = field(default_factory=lambda: [1])
     output_dir: str = "runs/study"
     mt_model: str | None = None
     load_in_4bit: bool = False
     device: str = "auto"
+    dtype: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     stage1: StageSettings = field(default_factory=StageSettings)
     stage2: StageSettings = field(default_factory=StageSettings)
 
     def validate(self) -> Study:
-        """Fail before any work starts, with one line naming the field."""
+        """Fail before any work starts, with one line naming the field: every value against the
+        type and range declared above (settings built in Python skip `from_dict`), then the rules
+        that tie settings together."""
         from flare.tasks import get_task
 
+        from_dict(type(self), dataclasses.asdict(self))
         task = get_task(self.task)
+        for name in ("languages", "methods", "fusions", "seeds"):
+            values = getattr(self, name)
+            if not values and (name != "fusions" or any(m in FUSED_METHODS for m in self.methods)):
+                needs = " (the flare methods need a fusion)" if name == "fusions" else ""
+                raise FlareError(f"{name}: the list is empty; give at least one{needs}")
+            repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
+            if repeated is not None:
+                raise FlareError(f"{name}: {repeated!r} is listed twice")
         for language in self.languages:
             task.check_language(language)
             if language == task.source_language:
                 raise FlareError(f"languages: {language} is the source language of {task.name}, not a target")
-        if not self.languages:
-            raise FlareError("languages: give at least one target language")
-        for method in self.methods:
-            if method not in METHODS:
-                raise FlareError(f"methods: unknown method {method!r}; choose from {', '.join(METHODS)}")
-        for fusion in self.fusions:
-            if fusion not in FUSIONS:
-                raise FlareError(f"fusions: unknown fusion {fusion!r}; choose from {', '.join(FUSIONS)}")
         if "flare-mt" in self.methods and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
-        if not self.seeds:
-            raise FlareError("seeds: give at least one seed")
-        if self.data.source not in ("gold", "machine", "auto"):
-            raise FlareError(f"data.source: {self.data.source!r} is not gold, machine or auto")
+        adapter = self.adapter
+        fused = set(FUSED_METHODS) & set(self.methods)
+        cross = [f for f in self.fusions if f in CROSS_ATTENTION_QUERIES] if fused else []
+        if cross and adapter.r % adapter.cross_attention_heads:
+            raise FlareError(
+                f"adapter.cross_attention_heads: {adapter.cross_attention_heads} does not divide adapter.r "
+                f"{adapter.r} (needed by the {cross[0]} fusion)"
+            )
+        from flare.device import resolve_placement
+
+        placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
         for name in ("stage1", "stage2"):
-            stage = getattr(self, name)
-            if stage.mixed_precision not in ("no", "bf16", "fp16"):
-                raise FlareError(f"{name}.mixed_precision: {stage.mixed_precision!r} is not no, bf16 or fp16")
-            if stage.learning_rate <= 0 or stage.epochs < 1 or stage.batch_size < 1:
-                raise FlareError(f"{name}: learning_rate, epochs and batch_size must be positive")
+            placement.check_mixed_precision(getattr(self, name).mixed_precision, f"{name}.mixed_precision")
         local = Path(self.model)
         looks_local = self.model.startswith((".", "/", "~")) or local.exists()
         if looks_local and not (local.expanduser() / "config.json").is_file():
@@ -187,15 +229,16 @@ class Study:
 
 
 def from_dict(cls: type, values: Any, where: str = "") -> Any:
-    """Build a (nested) settings dataclass from plain data, rejecting unknown or mistyped keys."""
+    """Build a (nested) settings dataclass from plain data, rejecting unknown keys and values that
+    break the declared type, `Literal` choices or `Range`."""
     if not isinstance(values, dict):
         raise FlareError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, include_extras=True)
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known)
+    unknown = sorted(set(values) - known, key=str)
     if unknown:
         raise FlareError(
-            f"{where + '.' if where else ''}{unknown[0]}: unknown setting (known: {', '.join(sorted(known))})"
+            f"{where + '.' if where else ''}{_short(unknown[0])}: unknown setting (known: {', '.join(sorted(known))})"
         )
     built = {}
     for key, value in values.items():
@@ -208,41 +251,87 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
     return cls(**built)
 
 
+def check_setting(name: str, value: Any) -> Any:
+    """One setting of a study by its dotted name (e.g. "stage2.learning_rate"), checked as `from_dict`
+    checks it; FlareError when it is not a valid value, KeyError when there is no such setting."""
+    cls, *parents, key = [Study, *name.split(".")]
+    for parent in parents:
+        cls = typing.get_type_hints(cls)[parent]
+    hint = typing.get_type_hints(cls, include_extras=True)[key]
+    return from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else _check_type(value, hint, name)
+
+
+def declared_ranges(cls: type | None = None, prefix: str = "") -> dict[str, str]:
+    """The `Range` of every number setting by dotted name (list items included), for `--help`."""
+    ranges: dict[str, str] = {}
+    for key, hint in typing.get_type_hints(cls or Study, include_extras=True).items():
+        if dataclasses.is_dataclass(hint):
+            ranges.update(declared_ranges(hint, f"{prefix}{key}."))
+            continue
+        item = typing.get_args(hint)[0] if typing.get_origin(hint) is list else hint
+        found = [c for c in getattr(item, "__metadata__", ()) if isinstance(c, Range)]
+        if found:
+            ranges[prefix + key] = ("each " if item is not hint else "") + repr(found[0])
+    return ranges
+
+
+def _short(value: Any) -> str:
+    """A value for an error message: never the whole of a long or deeply nested one."""
+    shortener = reprlib.Repr()
+    shortener.maxstring = shortener.maxother = 60
+    shortener.maxlist = shortener.maxdict = 4
+    shortener.maxlevel = 2
+    return shortener.repr(value)
+
+
 def _check_type(value: Any, hint: Any, name: str) -> Any:
     origin = typing.get_origin(hint)
+    if origin is Annotated:
+        base, *constraints = typing.get_args(hint)
+        value = _check_type(value, base, name)
+        for constraint in constraints:
+            if isinstance(constraint, Range):
+                constraint.check(value, name)
+        return value
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if any(value == choice and type(value) is type(choice) for choice in choices):
+            return value
+        hint_bool = " (quote words like 'no' that YAML reads as booleans)" if isinstance(value, bool) else ""
+        raise FlareError(f"{name}: {_short(value)} is not one of {', '.join(map(str, choices))}{hint_bool}")
     options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
     for option in options:
         base = typing.get_origin(option) or option
         if option is type(None) and value is None:
             return value
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise FlareError(f"{name}: {value!r} is not a finite number")
             return float(value)
-        if base is list and isinstance(value, list):
+        if base is list and isinstance(value, (list, tuple)):
             item = (typing.get_args(option) or (object,))[0]
             return [_check_type(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-        if (
+        if base is object or (
             base is not list and base is not type(None) and isinstance(value, base)
             and not (base is int and isinstance(value, bool))
         ):
             return value
-    raise FlareError(f"{name}: {value!r} is not a valid {getattr(hint, '__name__', str(hint))}")
+    raise FlareError(f"{name}: {_short(value)} is not a valid {_type_name(hint)}")
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def read_study_yaml(path: str | Path) -> dict[str, Any]:
-    """The settings mapping of a study YAML: UTF-8, the safe loader (no Python objects), a mapping.
-    Every problem is one FlareError line naming the file (and line)."""
-    from flare.files import read_text
+    """The settings mapping of a study YAML: UTF-8, the project's safe loader (no Python objects,
+    no duplicate keys, no alias bombs), a mapping. Every problem is one FlareError line naming the
+    file (and line)."""
+    from flare.files import load_yaml, read_text
 
     if not Path(path).is_file():
         raise FlareError(f"{path}: config file not found")
-    try:
-        values = yaml.safe_load(read_text(path))
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise FlareError(
-            f"{path}:{where} is not valid YAML ({getattr(error, 'problem', None) or type(error).__name__})"
-        ) from None
+    values = load_yaml(read_text(path), str(path))
     if not isinstance(values, (dict, type(None))):
         raise FlareError(f"{path}: a study file must be a YAML mapping of settings, got {type(values).__name__}")
     return values or {}

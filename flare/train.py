@@ -19,12 +19,14 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, is_initialized
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from flare.device import autocast, autocast_dtype, model_device
 from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
 from flare.settings import StageSettings
@@ -92,11 +94,24 @@ def fit(
         description: label of the progress bar.
         stop_after_steps: stop abruptly after this many optimizer steps (tests of resumption).
     """
+    # The model was loaded onto its device (flare/device.py); accelerate trains it there.
+    device = model_device(model)
+    if is_initialized() and AcceleratorState().device.type != device.type:
+        # accelerate fixes one device per process and would silently move the model to it
+        raise FlareError(
+            f"this process already trained on {AcceleratorState().device}; train the model on {device} in a new process"
+        )
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    # Autocast is ours, not accelerate's mixed_precision: accelerate fixes that once per process,
+    # and a process may train models of several dtypes. Trainable weights stay float32.
+    amp = autocast_dtype(model, settings.mixed_precision)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     # split_batches: under `accelerate launch` each process takes its share of every batch, so
     # N processes train exactly like one process with the same batch size
     accelerator = Accelerator(
-        mixed_precision=settings.mixed_precision, gradient_accumulation_steps=settings.gradient_accumulation,
-        cpu=not torch.cuda.is_available(), dataloader_config=DataLoaderConfiguration(split_batches=True),
+        gradient_accumulation_steps=settings.gradient_accumulation, cpu=device.type == "cpu",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
     torch.manual_seed(seed)
     names = list(_trainable(model))
@@ -148,11 +163,18 @@ def fit(
                    disable=not accelerator.is_main_process)
         for batch in bar:
             with accelerator.accumulate(model):
-                loss = model(**batch).loss
-                accelerator.backward(loss)
+                with autocast(device, amp):
+                    loss = model(**batch).loss
+                accelerator.backward(scaler.scale(loss) if scaler else loss)
+                if accelerator.sync_gradients and scaler:
+                    scaler.unscale_(optimizer)
                 if accelerator.sync_gradients and settings.max_grad_norm > 0:
                     accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-                optimizer.step()
+                if scaler is None:
+                    optimizer.step()  # accelerate's wrapper steps only when gradients sync
+                elif accelerator.sync_gradients:
+                    scaler.step(optimizer)  # skips a step whose float16 gradients overflowed
+                    scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())

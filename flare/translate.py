@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from flare.data import require_text
+from flare import extras
+from flare.data import require_text, visible
+from flare.device import dtype_name, resolve_placement
 from flare.errors import FlareError
 from flare.files import write_atomically
 from flare.languages import m2m100_tag, resolve_languages
@@ -72,30 +74,18 @@ def model_fingerprint(model: str) -> str:
     return f"{path.resolve()}@{digest.hexdigest()[:16]}"
 
 
-def torch_device_and_dtype(device: str, dtype: str) -> tuple[Any, Any]:
-    import torch
-
-    if dtype not in _DTYPES:
-        raise FlareError(f"dtype {dtype!r} is not one of {', '.join(_DTYPES)}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(device), getattr(torch, dtype)
-    except RuntimeError as error:
-        raise FlareError(f"bad device {device!r}: {str(error).splitlines()[0]}") from None
-
-
 def load_seq2seq(model: str, device: str, dtype: str) -> tuple[Any, Any]:
-    """Load tokenizer and model (frozen, eval) or fail with a one-line FlareError."""
+    """Load tokenizer and model (frozen, eval) on its device in its dtype (flare/device.py), or
+    fail with a one-line FlareError."""
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    torch_device, torch_dtype = torch_device_and_dtype(device, dtype)
+    placement = resolve_placement(device, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
-        network = AutoModelForSeq2SeqLM.from_pretrained(model, dtype=torch_dtype)
+        network = AutoModelForSeq2SeqLM.from_pretrained(model, **placement.from_pretrained_kwargs())
     except (OSError, ValueError) as error:
         raise FlareError(f"cannot load MT model {model!r}: {str(error).splitlines()[0]}") from None
-    network.to(torch_device).eval().requires_grad_(False)
+    network.eval().requires_grad_(False)
     return tokenizer, network
 
 
@@ -120,6 +110,9 @@ def check_mt_model(model: str) -> None:
         raise FlareError(
             f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)"
         )
+    from flare.checks import check_weights
+
+    check_weights(path)
 
 
 def language_token_id(tokenizer: Any, flores: str) -> int:
@@ -263,8 +256,8 @@ def translate_dataset(
     translations_dir: str | Path, fields: Sequence[str] | None = None,
     language_map: Mapping[str, str] | None = None, cache_path: str | Path | None = None,
     batch_size: int = 32, num_beams: int = 1, max_input_length: int = 256, max_new_tokens: int | None = None,
-    device: str = "auto", dtype: str = "float32", show_progress: bool = True,
-    translator: TranslationBackend | None = None,
+    device: str = "auto", dtype: str = "auto", show_progress: bool = True,
+    translator: TranslationBackend | None = None, allow_empty: bool = False,
 ) -> TranslationResult:
     """Translate the text fields of a dataset split and write the JSONL + meta files.
 
@@ -286,15 +279,25 @@ def translate_dataset(
             TyDiQA contexts need about 768).
         max_new_tokens: output cap; None means 1.5 x input length + 10.
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``...
-        dtype: ``float32``, ``float16`` or ``bfloat16`` for the model weights.
+        dtype: ``auto`` (bfloat16 or float16 on a GPU, float32 on the CPU), ``float32``, ``float16``
+            or ``bfloat16`` for the model weights (the resolved dtype is part of the cache key).
         show_progress: show a tqdm bar with sentences per second.
         translator: a ready backend instead of loading ``model`` (tests, custom engines).
+        allow_empty: leave rows the model translated to empty text out of the file (counted in the
+            meta file) instead of refusing to write it.
 
     QA rows (an answer and a translated ``context``) get their first answer projected through
     the translation (see :mod:`flare.projection`); rows whose answer is lost are left out and counted
     by reason in the meta file.
     """
     codes = resolve_languages([src_lang, tgt_lang], language_map)
+    if batch_size < 1:
+        raise FlareError(f"batch_size: {batch_size} must be at least 1")
+    output = translation_path(translations_dir, task, split, src_lang, tgt_lang)  # its names checked before any work
+    if translator is None:
+        dtype = dtype_name(resolve_placement(device, dtype).dtype)  # a missing GPU fails before any work
+    elif dtype == "auto":
+        dtype = "float32"  # a ready backend brings its own model; "auto" names no dtype of it
     settings = DecodingSettings(num_beams, max_input_length, max_new_tokens, dtype)
     if translator is None:
         check_mt_model(model)
@@ -331,7 +334,7 @@ def translate_dataset(
             all_texts, src=codes[src_lang], tgt=codes[tgt_lang], translator=translator, cache=cache,
             batch_size=batch_size, show_progress=show_progress, stats=stats,
         ))
-    lines = []
+    lines, empty = [], []
     for row_id, texts, projected in sources:
         record: dict[str, Any] = {"id": row_id, **{name: next(translated) for name in texts}}
         if projected:
@@ -341,9 +344,17 @@ def translate_dataset(
                 continue
             record["context"] = span.context
             record["answers"] = {"text": [span.text], "answer_start": [span.start]}
+        if not all(visible(record[name]) for name in texts):
+            empty.append(row_id)  # an empty English side would train and score as if it were a translation
+            continue
         lines.append(json.dumps(record, ensure_ascii=False) + "\n")
-
-    output = translation_path(translations_dir, task, split, src_lang, tgt_lang)
+    if empty and not allow_empty:
+        raise FlareError(
+            f"{model} translated {len(empty)} of {len(sources)} rows to empty text (first: row {empty[0]!r}); "
+            "nothing written (the cache keeps the translations): try another model, or allow_empty to leave them out"
+        )
+    if empty:
+        dropped["empty_translation"] = len(empty)
     meta_path = output.with_name(f"{src_lang}-{tgt_lang}.meta.json")
     meta = {
         "task": task, "split": split, "src_lang": src_lang, "tgt_lang": tgt_lang,
@@ -368,8 +379,7 @@ def translation_quality(
     """Corpus BLEU and chrF (sacrebleu) of translations against gold references (NusaX and XNLI
     are parallel, so their gold sides score an MT model). Chinese uses sacrebleu's ``zh`` tokenizer,
     Thai (no spaces) ``char``; the rest ``13a``."""
-    import sacrebleu
-
+    sacrebleu = extras.require("sacrebleu")
     if len(hypotheses) != len(references) or not hypotheses:
         raise FlareError(f"need as many references as translations (got {len(references)} and {len(hypotheses)})")
     tokenize = {"zh": "zh", "th": "char"}.get(tgt_lang or "", "13a")

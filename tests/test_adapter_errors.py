@@ -1,7 +1,10 @@
 """Bad input gets a FlareError with a one-line message naming the problem."""
 
+import copy
+
 import pytest
 import torch
+from peft import LoraConfig, PeftModel
 from torch import nn
 
 import tiny_models as tiny
@@ -107,6 +110,81 @@ def test_mask_without_source(model):
         model(input_ids=IDS, source_attention_mask=torch.ones(2, 6))
 
 
-def test_generation_with_source_needs_the_cache(model):
-    with pytest.raises(FlareError, match="needs use_cache=True"):
-        model.generate(input_ids=IDS, source_input_ids=IDS, use_cache=False, max_new_tokens=2)
+@pytest.mark.parametrize("fusion", ["matmul", "cross_attention"])
+def test_cached_decoding_steps_that_would_need_earlier_target_states_are_refused(fusion):
+    model = get_flare_model(tiny.llama(), FlareConfig(fusion=fusion, decode_fusion="last"))
+    with pytest.raises(FlareError, match="use_cache=False") as error:
+        model.generate(input_ids=IDS, source_input_ids=IDS, max_new_tokens=2)
+    _one_line(error)
+    model.generate(input_ids=IDS, source_input_ids=IDS, max_new_tokens=2, use_cache=False)  # exact, so allowed
+
+
+def test_fusing_only_decoder_modules_of_an_encoder_decoder_model_is_refused():
+    with pytest.raises(FlareError, match="only encoder modules fuse") as error:
+        get_flare_model(tiny.mt5(), FlareConfig(target_modules=["q", "v"], fuse_modules=["EncDecAttention.q"]))
+    _one_line(error)
+
+
+def _fused_llama():
+    model = get_flare_model(tiny.llama(), FlareConfig(target_modules="all-linear")).eval()
+    tiny.randomize_lora_B(model)
+    return model
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m: m.merge_and_unload(), "merge_and_unload.*cannot hold the fusion"),
+    (lambda m: m.merge_adapter(), "merge_adapter.*cannot hold the fusion"),
+    (lambda m: m.add_weighted_adapter(["default"], [1.0], "mix"), "cannot hold the fusion"),
+    (lambda m: m.add_adapter("other", LoraConfig(r=4)), "holds exactly one adapter"),
+    (lambda m: m.set_adapter("other"), "holds exactly one adapter"),
+    (lambda m: m.delete_adapter("default"), "holds exactly one adapter"),
+    (lambda m: m.load_adapter("anywhere", "other"), "holds exactly one adapter"),
+])
+def test_peft_methods_that_would_lose_the_fusion_are_refused(call, match):
+    model = _fused_llama()
+    expected = model(input_ids=IDS, source_input_ids=IDS).logits
+    with pytest.raises(FlareError, match=match) as error:
+        call(model)
+    _one_line(error)
+    assert torch.equal(model(input_ids=IDS, source_input_ids=IDS).logits, expected)  # nothing changed
+
+
+def test_flare_model_is_a_peft_model_and_peft_methods_run_on_the_wrapped_model():
+    model = _fused_llama()
+    assert isinstance(model, PeftModel)
+    assert model.get_base_model() is model.backbone and model.active_adapters == ["default"]
+    model.set_adapter("default")  # its own adapter: allowed
+    trainable, _ = model.get_nb_trainable_parameters()
+    assert trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    with model.disable_adapter():  # PEFT's switch: the base model, fusion and LoRA off together
+        assert torch.equal(model(input_ids=IDS, source_input_ids=IDS).logits, model.backbone(input_ids=IDS).logits)
+
+
+def test_layers_merged_behind_flare_s_back_are_refused_with_a_source():
+    model = _fused_llama()
+    plain = model(input_ids=IDS).logits
+    model.peft_model.merge_adapter()  # the explicit LoRA-only route
+    with pytest.raises(FlareError, match="merged into the base weights"):
+        model(input_ids=IDS, source_input_ids=IDS)
+    torch.testing.assert_close(model(input_ids=IDS).logits, plain, rtol=1e-4, atol=1e-5)
+
+
+def test_extra_positional_arguments_and_sources_given_to_the_backbone_are_refused():
+    model = _fused_llama()
+    with pytest.raises(FlareError, match="pass other arguments by name"):
+        model(IDS, torch.ones_like(IDS), None)
+    with pytest.raises(FlareError, match="works only through the FlareModel"):
+        model.get_base_model()(input_ids=IDS, source_input_ids=IDS)
+
+
+def test_a_deep_copy_is_independent_and_keeps_the_fusion():
+    model = _fused_llama()
+    expected = model(input_ids=IDS, source_input_ids=IDS).logits
+    twin = copy.deepcopy(model)
+    assert torch.equal(twin(input_ids=IDS, source_input_ids=IDS).logits, expected)
+    with torch.no_grad():
+        twin.get_base_model().lm_head.weight.zero_()
+    assert torch.equal(model(input_ids=IDS, source_input_ids=IDS).logits, expected)
+    assert not twin(input_ids=IDS, source_input_ids=IDS).logits.any()
+    with pytest.raises(FlareError, match="works only through the FlareModel"):
+        twin.get_base_model()(input_ids=IDS, source_input_ids=IDS)

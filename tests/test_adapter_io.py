@@ -115,3 +115,46 @@ def test_resaving_over_an_older_adapter_replaces_it(tmp_path):
     assert not (tmp_path / "adapter" / "flare_weights.safetensors").exists()
     assert json.loads((tmp_path / "adapter" / "flare_config.json").read_text())["config"]["fusion"] == "add"
     load_flare_model(tiny.llama(), tmp_path / "adapter")
+
+
+@pytest.mark.parametrize("adapter_name", ["default", "fr", "sw-v2"])
+@pytest.mark.parametrize("fusion", ["add_relu", "cross_attention"])
+def test_every_adapter_name_saves_and_loads_identically(tmp_path, adapter_name, fusion):
+    model = get_flare_model(tiny.llama(), FlareConfig(target_modules="all-linear", fusion=fusion), adapter_name)
+    tiny.randomize_lora_B(model)
+    model.eval()
+    expected = model(**INPUTS, **SOURCE).logits
+    model.save_pretrained(tmp_path / "adapter")
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()  # flat, whatever the name
+    loaded = load_flare_model(tiny.llama(), tmp_path / "adapter")
+    assert loaded.adapter_name == adapter_name and loaded.active_adapters == [adapter_name]
+    assert torch.equal(loaded(**INPUTS, **SOURCE).logits, expected)
+    assert not torch.equal(loaded(**INPUTS).logits, expected)  # the fusion came back, not plain LoRA
+    renamed = load_flare_model(tiny.llama(), tmp_path / "adapter", adapter_name="other")
+    assert renamed.active_adapters == ["other"] and torch.equal(renamed(**INPUTS, **SOURCE).logits, expected)
+
+
+@pytest.mark.parametrize("fusion", ["cross_attention", "add_relu"])
+def test_loaded_adapter_is_in_eval_mode_unless_trainable(tmp_path, fusion):
+    model = _trained(fusion=fusion, lora_dropout=0.3, cross_attention_dropout=0.3).train()
+    model.save_pretrained(tmp_path / "adapter")
+    loaded = load_flare_model(tiny.llama().train(), tmp_path / "adapter")
+    assert not any(module.training for module in loaded.modules())
+    first, second = (loaded(**INPUTS, **SOURCE).logits for _ in range(2))
+    assert torch.equal(first, second)  # no dropout at inference
+    trainable = load_flare_model(tiny.llama().train(), tmp_path / "adapter", is_trainable=True)
+    assert all(module.training for module in trainable.fusion_modules.modules())
+
+
+def test_load_adapter_reloads_the_own_adapter_in_place(tmp_path):
+    model = _trained(fusion="cross_attention")
+    model.save_pretrained(tmp_path / "adapter")
+    other = get_flare_model(tiny.llama(), FlareConfig(target_modules="all-linear", fusion="cross_attention")).eval()
+    parameters = dict(other.named_parameters())
+    assert not torch.equal(other(**INPUTS, **SOURCE).logits, model(**INPUTS, **SOURCE).logits)
+    other.load_adapter(tmp_path / "adapter", "default")
+    assert torch.equal(other(**INPUTS, **SOURCE).logits, model(**INPUTS, **SOURCE).logits)
+    assert all(parameters[n] is p for n, p in other.named_parameters())  # in place: an optimizer keeps working
+    wrong = get_flare_model(tiny.llama(), FlareConfig(target_modules="all-linear", fusion="add"))
+    with pytest.raises(FlareError, match="other FLARE settings"):
+        wrong.load_adapter(tmp_path / "adapter", "default")

@@ -1,27 +1,36 @@
-"""Source and target tokens pair by position as if padded to a common length; padding never fuses."""
+"""Source and target tokens pair by position, per row from the row's own masks; padding never fuses."""
 
 import copy
+import warnings
 
 import pytest
 import torch
 
 import tiny_models as tiny
 from flare import FlareConfig, get_flare_model
-from flare.adapter.pairing import last_real, pack, pair_positions
+from flare.adapter.pairing import pack, partners, row_extent
 
 M = torch.tensor
 
 
-def test_left_alignment_pairs_equal_indices_and_marks_missing_partners():
-    index, exists = pair_positions(source_length=2, target_length=3, right_aligned=False)
-    assert index[:2].tolist() == [0, 1] and exists.tolist() == [True, True, False]
+def test_row_extent_finds_each_rows_first_and_past_last_real_position():
+    first, end = row_extent(M([[0, 1, 1, 0], [1, 1, 1, 1], [0, 0, 0, 0]]), 3, 4)
+    assert first.tolist() == [1, 0, 4] and end.tolist() == [3, 4, 0]
+    first, end = row_extent(None, 2, 5)
+    assert first.tolist() == [0, 0] and end.tolist() == [5, 5]
 
 
-def test_right_alignment_pairs_the_last_positions():
-    index, exists = pair_positions(source_length=4, target_length=3, right_aligned=True)
-    assert index.tolist() == [1, 2, 3] and exists.all()
-    index, exists = pair_positions(source_length=2, target_length=3, right_aligned=True)
-    assert exists.tolist() == [False, True, True] and index[1:].tolist() == [0, 1]
+def test_left_alignment_pairs_the_first_real_tokens_of_each_row():
+    t_first, t_end = row_extent(M([[1, 1, 1], [0, 1, 1]]), 2, 3)
+    s_first, _ = row_extent(M([[1, 1, 0, 0], [0, 0, 1, 1]]), 2, 4)
+    index = partners(torch.arange(3), t_first, t_end, s_first, 4, right_aligned=False)
+    assert index.tolist() == [[0, 1, 2], [1, 2, 3]]  # row 1: target 1 <-> source 2, target 2 <-> source 3
+
+
+def test_right_alignment_pairs_the_last_real_target_token_with_the_source_rows_end():
+    t_first, t_end = row_extent(M([[1, 1, 1], [1, 1, 0]]), 2, 3)
+    index = partners(torch.arange(3), t_first, t_end, torch.zeros(2, dtype=torch.long), 4, right_aligned=True)
+    assert index.tolist() == [[1, 2, 3], [2, 3, 4]]  # row 1's right padding (index 4) has no partner
 
 
 def test_pack_moves_real_positions_to_the_aligned_end_in_order():
@@ -31,11 +40,6 @@ def test_pack_moves_real_positions_to_the_aligned_end_in_order():
     assert packed.flatten().tolist()[2:] == [0.0, 1.0, 2.0] and packed_mask.tolist() == [[0, 0, 1, 1, 1]]
     packed, packed_mask = pack(states.flip(1), mask.flip(1), right_aligned=False)
     assert packed.flatten().tolist()[:3] == [2.0, 1.0, 0.0] and packed_mask.tolist() == [[1, 1, 1, 0, 0]]
-
-
-def test_last_real_picks_each_rows_last_unpadded_state():
-    states = torch.arange(8.0).view(2, 4, 1)
-    assert last_real(states, M([[1, 1, 0, 0], [1, 1, 1, 1]])).flatten().tolist() == [1.0, 7.0]
 
 
 def _model(fusion="add", **config):
@@ -100,7 +104,7 @@ def test_a_source_longer_than_the_target_is_cut_to_the_target_length():
     torch.testing.assert_close(y, expected)
 
 
-def test_auto_alignment_is_right_for_decoders_and_left_for_encoders():
+def test_auto_alignment_is_right_for_decoders_and_left_for_encoders_whatever_the_batch():
     decoder = get_flare_model(tiny.llama(), FlareConfig())
     encoder = get_flare_model(tiny.xlmr_classifier(), FlareConfig())
     ids, _ = tiny.batch(1, 4, seed=0)
@@ -108,8 +112,20 @@ def test_auto_alignment_is_right_for_decoders_and_left_for_encoders():
     encoder(input_ids=ids, source_input_ids=ids)
     assert decoder._side.right_aligned and not encoder._side.right_aligned
     padded, mask = tiny.batch(2, 4, seed=0, pad_right=1)
-    decoder(input_ids=padded, attention_mask=mask, source_input_ids=padded)
-    assert not decoder._side.right_aligned  # the batch shows right padding: first tokens pair
+    decoder(input_ids=padded, attention_mask=mask, source_input_ids=padded.flip(1), source_attention_mask=mask.flip(1))
+    assert decoder._side.right_aligned  # a right-padded batch does not flip it (that made rows batch-dependent)
+
+
+def test_auto_alignment_warns_about_a_right_padded_english_side_on_decoders():
+    decoder = get_flare_model(tiny.llama(), FlareConfig())
+    ids, mask = tiny.batch(2, 4, seed=0, pad_right=1)
+    with pytest.warns(UserWarning, match="right-padded"):
+        decoder(input_ids=ids, source_input_ids=ids, source_attention_mask=mask)
+    explicit = get_flare_model(tiny.llama(), FlareConfig(alignment="right"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        explicit(input_ids=ids, source_input_ids=ids, source_attention_mask=mask)
+    assert not any("right-padded" in str(w.message) for w in seen)
 
 
 def test_right_padded_mt_states_pair_with_a_left_padded_prompt():

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from bad_inputs_round2 import ROUND2
 
 from flare.cli import main
 from flare.errors import FlareError
@@ -220,8 +221,10 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: ["train", str(c.file("s.yaml", "- jav\n- sun\n")), "--method", "flare", "--language", "jav"]),
     ("yaml-unknown-key", "compare", r"languagez", lambda c: ["compare", c.study(languagez=["jav"])]),
     ("unknown-task", "compare", r"unknown task 'sentiment'", lambda c: ["compare", c.study(task="sentiment")]),
-    ("unknown-method", "compare", r"unknown method 'flarex'", lambda c: ["compare", c.study(methods=["flarex"])]),
-    ("unknown-fusion", "compare", r"unknown fusion 'concat'", lambda c: ["compare", c.study(fusions=["concat"])]),
+    ("unknown-method", "compare", r"methods\[0\]: 'flarex' is not one of zero-shot,",
+     lambda c: ["compare", c.study(methods=["flarex"])]),
+    ("unknown-fusion", "compare", r"fusions\[0\]: 'concat' is not one of add,",
+     lambda c: ["compare", c.study(fusions=["concat"])]),
     ("unknown-language", "compare", r"task nusax has no language 'xx'",
      lambda c: ["compare", c.study(languages=["xx"])]),
     ("model-missing", "compare", r"model: .*/no/such/model is not a model directory",
@@ -328,6 +331,7 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: _python(load_study, c.file("s.yaml", f"model: {PAYLOAD.format(c.tmp)}\n"))),
     ("report-python-missing", "python", r"results file .*missing.jsonl does not exist",
      lambda c: _python(report, c.tmp / "missing.jsonl")),
+    *ROUND2,
 ]
 
 

@@ -185,6 +185,31 @@ def test_translation_with_unknown_id_raises(tmp_path, data_dir):
     assert_one_line(err, "jav-eng.jsonl", "99999")
 
 
+def test_translation_files_are_utf8_with_an_optional_byte_order_mark(tmp_path, data_dir):
+    path = write_translations(tmp_path, "nusax", "test", "jav", "eng", [{"id": "411", "text": "good"}])
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())  # as Windows editors save it
+    pairs = get_task("nusax").load_pairs("test", "jav", data_dir, tmp_path, source="machine")
+    assert [pair.source.fields["text"] for pair in pairs] == ["good"]
+    path.write_bytes(b'{"id": "411", "text": "caf\xe9"}\n')
+    with pytest.raises(FlareError) as err:
+        read_translations(path)
+    assert_one_line(err, "jav-eng.jsonl: line 1 is not UTF-8 text (byte 0xe9)")
+    path.with_name("jav-eng.meta.json").write_text('{"model": ')
+    with pytest.raises(FlareError) as err:
+        read_translation_meta(path)
+    assert_one_line(err, "jav-eng.meta.json: line 1 is not valid JSON")
+
+
+def test_names_that_become_paths_stay_inside_their_folder(tmp_path):
+    for parts in (("../../escaped", "test"), ("nusax", "../test"), ("nusax", "a/b")):
+        with pytest.raises(FlareError, match="cannot name a folder"):
+            translation_path(tmp_path, *parts, "jav", "eng")
+    with pytest.raises(FlareError, match=r"language '\.\.' cannot name a folder"):
+        translation_path(tmp_path, "nusax", "test", "..", "eng")
+    name = "toy-sentiment_v1.2"
+    assert translation_path(tmp_path, name, "dev", "en", "de").parent == tmp_path / name / "dev"
+
+
 def test_translation_missing_field_or_bad_projection_raises(tmp_path, data_dir):
     write_translations(tmp_path, "nusax", "test", "jav", "eng", [{"id": "411", "txt": "x"}])
     with pytest.raises(FlareError) as err:

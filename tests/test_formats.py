@@ -288,8 +288,24 @@ def test_parsers_and_family():
     assert (model_family("xlm-roberta"), model_family("llama"), model_family("gemma2"), model_family("mt5")) == (
         "encoder", "decoder", "decoder", "encoder-decoder"
     )
-    with pytest.raises(FlareError, match="unknown model type"):
-        model_family("mamba")
+
+
+
+def test_family_is_inferred_from_transformers_auto_classes():
+    from transformers import BloomConfig, M2M100Config, T5Config
+
+    # architectures no list of ours names: BLOOM and Falcon are causal LMs, ELECTRA a masked LM
+    assert [model_family(t) for t in ("bloom", "falcon", "electra", "deberta-v2", "bart")] == [
+        "decoder", "decoder", "encoder", "encoder", "encoder-decoder"
+    ]
+    assert model_family(BloomConfig()) == "decoder" and model_family(T5Config()) == "encoder-decoder"
+    assert model_family(M2M100Config()) == "encoder-decoder"
+    assert model_family(BloomConfig(), family="encoder") == "encoder"  # the override wins
+    with pytest.raises(FlareError, match="set family to one of encoder, decoder, encoder-decoder") as error:
+        model_family("clip")  # no masked-LM, causal-LM or seq2seq class
+    assert "\n" not in str(error.value)
+    with pytest.raises(FlareError, match="family: 'rnn'"):
+        model_family("llama", family="rnn")
 
 
 def test_real_nusax_pairs_format(data_dir):

@@ -51,3 +51,11 @@ def test_map_overrides_the_table_and_m2m100_tags():
     assert m2m100_tag("jav_Latn") == "jv" and m2m100_tag("swh_Latn") == "sw"
     with pytest.raises(FlareError, match="M2M100 has no language tag"):
         m2m100_tag("ace_Latn")
+
+
+def test_flores_codes_are_accepted_directly():
+    # a language the table does not know, named the way NLLB names it: no map needed
+    assert resolve_language("kin_Latn") == "kin_Latn"
+    assert resolve_languages(["eng_Latn", "swh_Latn"]) == {"eng_Latn": "eng_Latn", "swh_Latn": "swh_Latn"}
+    with pytest.raises(FlareError, match="unknown language code 'kin_latn'"):
+        resolve_language("kin_latn")  # not a FLORES code: the script part is capitalised

@@ -129,9 +129,9 @@ def test_training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--methods", "[flarex]"], "methods: unknown method 'flarex'"),
+    (["--methods", "[flarex]"], "methods[0]: 'flarex' is not one of zero-shot"),
     (["--languages", "[xx]"], "task nusax has no language 'xx'"),
-    (["--fusions", "[concat]"], "fusions: unknown fusion 'concat'"),
+    (["--fusions", "[concat]"], "fusions[0]: 'concat' is not one of add"),
     (["--model", "/no/such/model"], "model: /no/such/model is not a model directory"),
     (["--stage2.learning_rate", "fast"], "stage2.learning_rate"),
 ])
@@ -144,6 +144,28 @@ def test_invalid_settings_fail_before_any_work_with_one_line(tmp_path, capsys, a
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_the_api_and_the_cli_read_a_study_alike_and_help_shows_the_ranges(tmp_path, capsys, monkeypatch):
+    """YAML 1.1 reads 1e-4 as a string; the project's loader reads it as the number it is, in
+    load_study and on the command line alike, and --help shows every declared range."""
+    from flare.settings import load_study
+
+    config = tmp_path / "study.yaml"
+    config.write_text(f"task: nusax\nlanguages: [jav]\noutput_dir: {tmp_path}\nstage1: {{learning_rate: 1e-4}}\n")
+    seen = {}
+    monkeypatch.setattr("flare.pipeline.compare", lambda study, minutes: seen.setdefault("s", study) and None)
+    assert main(["compare", str(config), "--stage2.learning_rate", "2E-3"]) == 0
+    assert load_study(config).stage1.learning_rate == seen["s"].stage1.learning_rate == 1e-4
+    assert seen["s"].stage2.learning_rate == 2e-3
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as done:  # argparse's help exits
+        main(["compare", "--help"])
+    assert done.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    for shown in ("LoRA rank. Range: >= 1 and <= 4096.", "Range: each >= 0 and <= 4294967295.",
+                  "batches summed into one optimizer step. Range: >= 1."):
+        assert shown in help_text
 
 
 def test_malformed_yaml_and_unknown_keys(tmp_path, capsys):
@@ -273,3 +295,27 @@ def test_fit_refuses_an_unreadable_checkpoint_in_one_line(tmp_path):
     with pytest.raises(FlareError, match="unreadable training checkpoint") as error:
         fit(model, [], lambda items: {}, StageSettings(epochs=1), seed=1, run_dir=tmp_path)
     assert "\n" not in str(error.value)
+
+
+def test_a_full_disk_while_saving_is_one_line_saying_so(tmp_path, capsys, monkeypatch):
+    """safetensors reports a full disk as a SafetensorError without errno: the CLI still says so."""
+    from safetensors import SafetensorError
+
+    def full(*args, **kwargs):
+        raise SafetensorError('Error while serializing: IoError(Os { code: 28, message: "No space left on device" })')
+
+    monkeypatch.setattr("flare.report.report", full)
+    results = tmp_path / "results.jsonl"
+    results.write_text("")
+    assert main(["report", str(results)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("flare: error: no space left on the device while writing") and len(err.splitlines()) == 1
+
+
+def test_predict_text_files_drop_the_byte_order_mark(tmp_path):
+    from flare.cli import _lines
+
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_bytes("\ufeffapik tenan\n\nala\n".encode())
+    assert _lines(str(inputs)) == ["apik tenan", "ala"]
+    assert _lines("Aku seneng banget.") == ["Aku seneng banget."]  # text, not a file name

@@ -52,8 +52,10 @@ def generate_calls(monkeypatch) -> list[int]:
 
 
 def _run(rows, model, out: Path, **kwargs):
+    """allow_empty: the tiny random model translates some sentences to nothing (refusing that is
+    tested with a stand-in model below); these tests are about the cache."""
     options = dict(model=model, src_lang="jav", tgt_lang="en", task="nusax", split="test",
-                   translations_dir=out, batch_size=4, device="cpu", show_progress=False)
+                   translations_dir=out, batch_size=4, device="cpu", show_progress=False, allow_empty=True)
     return translate_dataset(rows, **(options | kwargs))
 
 
@@ -61,10 +63,14 @@ def test_writes_jsonl_and_meta_then_rerun_hits_cache_only(tiny_model, jav_rows, 
     result = _run(jav_rows, tiny_model, tmp_path)
     assert result.output_path == tmp_path / "nusax" / "test" / "jav-en.jsonl"
     rows = read_translations(result.output_path)
-    assert [row["id"] for row in rows] == [row["id"] for row in jav_rows]
-    assert set(rows[0]) == {"id", "text"}
-    assert rows[-2]["text"] == rows[0]["text"] and rows[-1]["text"] == rows[3]["text"]
     meta = json.loads(result.meta_path.read_text())
+    kept = {row["id"] for row in rows}
+    assert [row["id"] for row in rows] == [row["id"] for row in jav_rows if row["id"] in kept]
+    assert meta["dropped"]["en"].get("empty_translation", 0) == len(jav_rows) - len(rows) < len(jav_rows)
+    assert all(set(row) == {"id", "text"} and row["text"].strip() for row in rows)
+    by_id = {row["id"]: row["text"] for row in rows}
+    for copy, original in (("dup0", "r0"), ("dup1", "r3")):  # one translation per unique text
+        assert by_id.get(copy) == by_id.get(original)
     assert meta["language_codes"] == {"jav": "jav_Latn", "en": "eng_Latn"}
     assert meta["counts"]["unique_texts"] == 12 and meta["counts"]["translated"] == 12
     assert meta["counts"]["from_cache"] == 0
@@ -112,6 +118,29 @@ def test_changed_decoding_settings_miss_the_cache(tiny_model, jav_rows, tmp_path
     generate_calls.clear()
     beam = _run(jav_rows[:4], tiny_model, tmp_path, num_beams=2)
     assert len(generate_calls) == 1 and beam.meta["decoding"]["num_beams"] == 2
+
+
+class SilentTranslator:
+    """A stand-in model that translates the texts ending in 0 or 3 to blanks."""
+
+    fingerprint = "silent"
+    settings = DecodingSettings()
+
+    def translate_batch(self, texts, src, tgt):
+        return [" " if text.endswith(("0", "3")) else text.upper() for text in texts]
+
+
+def test_empty_translations_are_refused_or_left_out_and_counted(tmp_path):
+    rows = [{"id": str(i), "text": f"kalimat {i}"} for i in range(6)]
+    options = dict(model="fake", src_lang="jav", tgt_lang="en", task="nusax", split="test", translations_dir=tmp_path,
+                   translator=SilentTranslator(), show_progress=False)
+    with pytest.raises(FlareError, match=r"translated 2 of 6 rows to empty text \(first: row '0'\); nothing written"):
+        translate_dataset(rows, **options)
+    assert not translation_path(tmp_path, "nusax", "test", "jav", "en").exists()
+    result = translate_dataset(rows, **options, allow_empty=True)
+    assert [row["id"] for row in read_translations(result.output_path)] == ["1", "2", "4", "5"]
+    assert result.meta["dropped"]["en"] == {"empty_translation": 2}
+    assert result.meta["counts"]["rows_out"] == 4 and result.meta["counts"]["from_cache"] == 6  # nothing retranslated
 
 
 class ReverseTranslator:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import torch
 from peft.tuners.tuners_utils import BaseTunerLayer
+from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
 
@@ -69,7 +70,9 @@ class SourceRecorder:
         else:
             self._source_of = {name: layer_of(name) for name in fused}
         self._hooked = {src: modules[src] for src in self._source_of.values()}
-        self._tuner_layers = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        # what PEFT's disable_adapter() switches off: LoRA layers and the modules_to_save /
+        # trainable-token wrappers, so the English side never sees trained embeddings or heads
+        self._tuner_layers = [m for m in model.modules() if isinstance(m, (BaseTunerLayer, AuxiliaryTrainingWrapper))]
         self._all_modules = list(model.modules())
 
     def record(self, run_forward: Callable[[], object]) -> dict[str, torch.Tensor]:
@@ -92,7 +95,7 @@ class SourceRecorder:
             for name, module in self._hooked.items()
         ]
         try:
-            # Only LoRA layers are switched off (PEFT's public switch also flips requires_grad),
+            # Only adapter layers are switched off (PEFT's public switch also flips requires_grad),
             # and every module goes to eval mode: the English pass has no dropout.
             with torch.no_grad(), _set_all(self._tuner_layers, "_disable_adapters", True), \
                     _set_all(self._all_modules, "training", False):

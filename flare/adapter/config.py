@@ -30,12 +30,15 @@ class FlareConfig:
         lora_dropout: dropout on the adapter input; the same module is applied to both sides.
         target_modules: module names (or "all-linear") that get LoRA; None means the fused modules.
         fuse_modules: LoRA-targeted modules that also receive the source side; None picks the
-            architecture's query and value projections (q_proj/v_proj, query/value or q/v).
+            architecture's query and value projections (q_proj/v_proj, query/value or q/v). On
+            encoder-decoder models only the encoder's modules fuse; the decoder runs plain LoRA.
         fusion: how the source (S = A x_s) and target (T = A x_t) bottlenecks combine: add (S + T),
             mul (S * T), add_relu (relu(S) + relu(T)), matmul (S T^T T), matmul_relu (the same on
             relu'd inputs), cross_attention (the paper's: queries from S, keys and values from T),
             cross_attention_target_queries (not in the paper: queries from T, keys and values
-            from S, so English content reaches B).
+            from S, so English content reaches B). On decoder-only models the fusions that mix
+            positions are causal: target position i reads target positions <= i and English
+            positions up to its partner.
         cross_attention_heads: heads of the cross-attention fusions; must divide r.
         cross_attention_dropout: dropout on the cross-attention probabilities while training.
         source_dim: width of external source states (FLARE-MT, e.g. an NLLB encoder's); adds a
@@ -46,14 +49,17 @@ class FlareConfig:
         mask_source_padding: a target position paired with source padding runs plain LoRA, so
             padding contributes nothing. Off: padding states fuse like any other (the
             reference behaviour).
-        decode_fusion: during generation, what each decoding step after the prompt fuses:
-            "none" (plain LoRA) or "last" (the last real English prompt state).
-        alignment: tokens pair by position after both sides are padded to a common length:
-            "left" (first positions pair; what right padding gives), "right" (last positions
-            pair; what left padding gives) or "auto" (right when the target batch is
-            left-padded, left when it is right-padded; without visible padding, right for
-            decoder-only models and left otherwise). External source_states are first packed
-            to the aligned side, since their positions come from another tokenizer.
+        decode_fusion: on decoder-only models, what a target position past the English side's
+            last real token fuses, in a forward pass and at generation alike (generated tokens
+            are such positions): "none" (plain LoRA) or "last" (that last real English state).
+        alignment: how positions pair, per row from its own masks (pairing.py): "left" (the
+            first real tokens pair; for right-padded batches), "right" (the target's last real
+            token pairs with the English row's last position, whose trailing masked positions
+            stand under the target's answer; for left-padded English sides) or "auto" (right
+            for decoder-only models, left otherwise; never decided by the batch). External
+            source_states come from another tokenizer: their real states are packed together,
+            and on decoder-only models they always pair from the first token (left), so
+            appending answer tokens never moves a pair.
         modules_to_save: extra modules trained in full and saved with the adapter (task heads).
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """

@@ -1,7 +1,11 @@
-"""Fusion functions phi(S, T) on LoRA bottlenecks: S = A x_source, T = A x_target, both (B, L, r).
+"""Fusion functions phi(S, T) on LoRA bottlenecks: S = A x_source (B, Ls, r), T = A x_target (B, L, r).
 
-S arrives already paired position by position with T (see pairing.py), so every fusion returns a
-(B, L, r) tensor that lora_B maps back to the model width.
+Each target position i has a partner source position index[i] (see pairing.py). The element-wise
+fusions combine T_i with S_index[i]; matmul and the cross-attentions mix positions, and read only:
+* real tokens (padding is never a key);
+* when causal (decoder-only models): target positions j <= i and source positions up to
+  index[i], so the output at i never depends on a later token, as in the causal model itself.
+Every fusion returns (B, L, r), which lora_B maps back to the model width.
 """
 
 from __future__ import annotations
@@ -11,6 +15,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from flare.adapter.config import CROSS_ATTENTION_QUERIES
+
+ELEMENTWISE = ("add", "mul", "add_relu")
+# The fusions that read other target positions: a cached decoding step does not have them.
+TARGET_KEYED = ("matmul", "matmul_relu", "cross_attention")
 
 
 class CrossAttentionFusion(nn.Module):
@@ -28,29 +36,18 @@ class CrossAttentionFusion(nn.Module):
         self.k = nn.Linear(r, r)
         self.v = nn.Linear(r, r)
 
-    def forward(
-        self,
-        source: torch.Tensor,
-        target: torch.Tensor,
-        target_mask: torch.Tensor | None,
-        source_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        batch, length, r = source.shape
-        if self.queries == "source":
-            query, keys, key_mask = source, target, target_mask
-        else:
-            query, keys, key_mask = target, source, source_mask
+    def forward(self, query: torch.Tensor, keys: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """query (B, Lq, r) attends to keys (B, Lk, r); mask (B, Lq, Lk) marks the allowed keys."""
+        batch, length, r = query.shape
 
         def split(x: torch.Tensor) -> torch.Tensor:
             return x.view(batch, x.shape[1], self.heads, r // self.heads).transpose(1, 2)
 
         q, k, v = split(self.q(query)), split(self.k(keys)), split(self.v(keys))
-        mask = None
-        if key_mask is not None:  # padding never serves as a key
-            mask = key_mask.to(torch.bool)
-            # a row without any real key would softmax over nothing (NaN, also in the backward
-            # pass); the caller discards such rows, so let them attend to everything instead
-            mask = (mask | ~mask.any(-1, keepdim=True))[:, None, None, :]
+        if mask is not None:
+            # a query without any allowed key would softmax over nothing (NaN, also in the
+            # backward pass); the caller discards such positions, so let them attend to everything
+            mask = (mask | ~mask.any(-1, keepdim=True))[:, None]
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0
         )
@@ -67,28 +64,46 @@ def fuse(
     fusion: str,
     source: torch.Tensor,
     target: torch.Tensor,
-    target_mask: torch.Tensor | None = None,
+    index: torch.Tensor,
+    target_keys: torch.Tensor | None = None,
+    source_keys: torch.Tensor | None = None,
+    causal: bool = False,
     module: nn.Module | None = None,
-    source_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """phi(source, target). target_mask (B, L) marks real target tokens and source_mask (B, L)
-    source positions that are real and paired; the sequence-mixing fusions (matmul and the
-    cross-attentions) never read padding as keys."""
+    """phi(S, T) at every target position. index (B, L) is each target position's partner in
+    [0, Ls); target_keys (B, L) and source_keys (B, Ls) mark the positions that may serve as
+    keys (None: all); causal limits the keys of position i as the module docstring says."""
+    paired = source.gather(1, index[..., None].expand(-1, -1, source.shape[-1]))
     if fusion == "add":
-        return source + target
+        return paired + target
     if fusion == "mul":
-        return source * target
+        return paired * target
     if fusion == "add_relu":
-        return F.relu(source) + F.relu(target)
+        return F.relu(paired) + F.relu(target)
+    length = target.shape[1]
+    allowed = torch.ones(target.shape[0], length, length, dtype=torch.bool, device=target.device)
+    if target_keys is not None:
+        allowed = allowed & target_keys.bool()[:, None, :]
+    if causal:
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=target.device).tril()
     if fusion in ("matmul", "matmul_relu"):
         if fusion == "matmul_relu":
-            source, target = F.relu(source), F.relu(target)
-        if target_mask is not None:
-            target = target * target_mask[..., None].to(target.dtype)
-        # S (T^T T) equals (S T^T) T but costs O(L r^2) instead of O(L^2 r).
-        return source @ (target.transpose(1, 2) @ target)
+            paired, target = F.relu(paired), F.relu(target)
+        if not causal:
+            if target_keys is not None:
+                target = target * target_keys[..., None].to(target.dtype)
+            # S (T^T T) equals (S T^T) T but costs O(L r^2) instead of O(L^2 r).
+            return paired @ (target.transpose(1, 2) @ target)
+        return ((paired @ target.transpose(1, 2)) * allowed.to(target.dtype)) @ target
     if fusion in CROSS_ATTENTION_QUERIES:
         assert module is not None, f"{fusion} needs its fusion module"
-        return module(source, target, target_mask, source_mask)
+        if CROSS_ATTENTION_QUERIES[fusion] == "source":
+            return module(paired, target, allowed)
+        keys = torch.ones(source.shape[:2], dtype=torch.bool, device=source.device)
+        keys = keys if source_keys is None else source_keys.bool()
+        allowed = keys[:, None, :].expand(-1, length, -1)
+        if causal:
+            positions = torch.arange(source.shape[1], device=source.device)
+            allowed = allowed & (positions[None, None, :] <= index[..., None])
+        return module(target, source, allowed)
     raise ValueError(f"unknown fusion {fusion!r}")
-

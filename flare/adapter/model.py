@@ -10,7 +10,7 @@ the same hook, and the English side stays in place until the next forward.
 
 from __future__ import annotations
 
-from collections import Counter
+import warnings
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -22,9 +22,10 @@ from peft.tuners.lora import LoraLayer
 from torch import nn
 
 from flare.adapter.capture import SourceRecorder
+from flare.adapter.citizen import PeftCitizen, expose_source_arguments
 from flare.adapter.config import FlareConfig, default_fuse_modules
-from flare.adapter.fusion import fuse, make_fusion_module
-from flare.adapter.pairing import is_left_padded, is_right_padded, last_real, pack, pair_positions
+from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
+from flare.adapter.pairing import pack, partners, row_extent
 from flare.errors import FlareError
 
 # Arguments that describe the target batch only; the English pass gets its own or none.
@@ -42,29 +43,37 @@ class _SourceSide:
     recorded: dict[str, torch.Tensor]  # fused module -> its English input (B, Ls, d)
     states: torch.Tensor | None  # FLARE-MT states (B, Ls, source_dim), used by every fused module
     mask: torch.Tensor | None  # (B, Ls) real source tokens
-    target_mask: torch.Tensor | None  # (B, Lt) real target tokens
+    target_mask: torch.Tensor | None  # (B, Lt) real target tokens (of the prompt when generating)
     right_aligned: bool
     generating: bool
-    calls: Counter = field(default_factory=Counter)
+    # per row: first real target token, one past the last (the prompt's when generating), first real source token
+    target_first: torch.Tensor
+    target_end: torch.Tensor
+    source_first: torch.Tensor
+    source_end: torch.Tensor
+    offset: int = 0  # position of the current call's first token (a cached decoding step starts past 0)
+    step_mask: torch.Tensor | None = None  # the attention mask of the current generation step
     pairs: dict = field(default_factory=dict)
 
 
-class FlareModel(nn.Module):
+class FlareModel(PeftCitizen):
     """A PEFT LoRA model plus FLARE fusion. Use get_flare_model or load_flare_model to build one.
 
     forward and generate take the model's usual arguments plus either source_input_ids +
     source_attention_mask (the English side; further source_<name> arguments, e.g.
     source_token_type_ids, go to the English pass as <name>) or source_states +
     source_attention_mask (external states of width source_dim). Without them: plain LoRA.
+    isinstance(model, PeftModel) holds; PEFT's methods run on the wrapped model.peft_model, and
+    those that would lose the fusion raise a FlareError (citizen.py).
     """
 
     def __init__(self, peft_model: PeftModel, config: FlareConfig, fused_modules: list[str]) -> None:
-        super().__init__()
+        nn.Module.__init__(self)  # not PeftModel.__init__: the wrapped peft_model is PEFT's model
         self.peft_model = peft_model
         self.flare_config = config
-        self.fused_modules = list(fused_modules)
         self.adapter_name = peft_model.active_adapter
         backbone = peft_model.base_model.model
+        self.fused_modules = _encoder_side(backbone, list(fused_modules))
         named = dict(backbone.named_modules())
         self._lora = {name: named[name] for name in self.fused_modules}
         reference = next(iter(self._lora.values())).lora_A[self.adapter_name].weight
@@ -86,48 +95,56 @@ class FlareModel(nn.Module):
                 )
             self.source_projection = nn.Linear(config.source_dim, widths.pop(), **factory)
 
-        self._decoder_only = bool(getattr(backbone, "can_generate", lambda: False)()) and not getattr(
-            backbone.config, "is_encoder_decoder", False
-        )
+        encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
+        self._decoder_only = bool(getattr(backbone, "can_generate", lambda: False)()) and not encoder_decoder
+        # encoder-decoder models: only encoder modules fuse, so the English pass is the encoder alone
+        self._english_encoder = backbone.get_encoder() if encoder_decoder else None
         self._recorder = SourceRecorder(backbone, self.fused_modules, config.source_position)
         self._side: _SourceSide | None = None
         for name, layer in self._lora.items():
             layer.lora_A[self.adapter_name].register_forward_hook(partial(self._fuse_hook, name))
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            if name == "peft_model":
-                raise
-            return getattr(self.peft_model, name)
+        backbone.register_forward_pre_hook(self._step_hook, with_kwargs=True)
+        expose_source_arguments(backbone)
 
     @property
     def backbone(self) -> nn.Module:
         """The transformers model (with the LoRA layers injected)."""
         return self.peft_model.base_model.model
 
-    def forward(self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any):
+    def forward(
+        self, input_ids=None, attention_mask=None, *args: Any, labels=None, source_input_ids=None,
+        source_attention_mask=None, source_states=None, **kwargs: Any,
+    ):
+        if args:
+            raise FlareError("FlareModel takes input_ids and attention_mask positionally; pass other arguments by name")
+        # by name, so that PEFT's task wrappers (whose positional order differs) and FLARE see the same batch
+        named = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        kwargs.update({k: v for k, v in named.items() if v is not None})
         extra = _pop_source_kwargs(kwargs)
+        if source_input_ids is not None or source_states is not None:
+            merged = [name for name, layer in self._lora.items() if layer.merged]
+            if merged:
+                raise FlareError(
+                    f"the LoRA weights of {merged[0]} are merged into the base weights, which cannot hold the "
+                    "fusion; unmerge them (model.peft_model.unmerge_adapter()) before passing a source"
+                )
         # Kept until the next forward: gradient checkpointing recomputes layers during backward.
         self._side = self._prepare_source(
-            args, kwargs, source_input_ids, source_attention_mask, source_states, extra, False
+            (), kwargs, source_input_ids, source_attention_mask, source_states, extra, False
         )
-        return self.peft_model(*args, **kwargs)
+        return self.peft_model(**kwargs)
 
     def generate(
         self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any
     ):
-        """generate with the English prompt's states captured once by a forward pass: the
-        prefill fuses position-aligned, each later step as config.decode_fusion says."""
+        """generate with the English prompt's states captured once by a forward pass. Every
+        position pairs as in a forward pass over the prompt and the tokens generated so far (with
+        or without a cache); positions past the English prompt fuse as config.decode_fusion says."""
         extra = _pop_source_kwargs(kwargs)
-        if kwargs.get("use_cache") is False and (source_input_ids is not None or source_states is not None):
-            raise FlareError(
-                "generation with a source needs use_cache=True (decoding steps are told apart by the cache)"
-            )
-        self._side = self._prepare_source(
-            args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True
-        )
+        side = self._prepare_source(args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True)
+        if side is not None:
+            self._check_cached_decoding(side, self._generation_uses_cache(args, kwargs))
+        self._side = side
         try:
             return self.peft_model.generate(*args, **kwargs)
         finally:
@@ -161,39 +178,94 @@ class FlareModel(nn.Module):
         else:
             recorded = self._recorder.record(partial(self._english_forward, ids, mask, extra, kwargs, generating))
         target_mask = kwargs.get("attention_mask")
-        right = self._right_aligned(target_mask)
+        right = self._right_aligned(states is not None, ids, mask)
         if states is not None and mask is not None:
             # another tokenizer's positions: only the real tokens' order carries meaning
             states, mask = pack(states, mask, right)
-        return _SourceSide(recorded, states, mask, target_mask, right, generating)
+        batch, length = (target.shape[0], target.shape[1]) if target is not None else (source.shape[0], 0)
+        if target_mask is not None and target_mask.dim() == 2:
+            batch, length = target_mask.shape
+        target_first, target_end = row_extent(target_mask, batch, length, source.device)
+        source_first, source_end = row_extent(mask, source.shape[0], source.shape[1], source.device)
+        return _SourceSide(
+            recorded, states, mask, target_mask, right, generating, target_first, target_end, source_first, source_end
+        )
 
-    def _right_aligned(self, target_mask: torch.Tensor | None) -> bool:
+    def _right_aligned(self, external: bool, ids: torch.Tensor | None, mask: torch.Tensor | None) -> bool:
+        if external and self._decoder_only:
+            # another tokenizer's states pair from the first token on: appending answer tokens
+            # never moves a pair, so training pairs them exactly as generation does
+            return False
         alignment = self.flare_config.alignment
         if alignment != "auto":
             return alignment == "right"
-        if is_left_padded(target_mask) or is_right_padded(target_mask):
-            return is_left_padded(target_mask)
-        return self._decoder_only  # no padding to go by: the family's usual padding side
+        if self._decoder_only and ids is not None and mask is not None and bool((mask[:, -1] == 0).any()):
+            warnings.warn(
+                "alignment='auto' pairs the ends of decoder rows, and the English side is right-padded: its "
+                "trailing padding counts as positions under the target's answer. Pad it on the left, or set "
+                "FlareConfig.alignment explicitly ('right' when the trailing positions are meant that way).",
+                stacklevel=4,
+            )
+        return self._decoder_only  # fixed by the family, never by the batch
 
     def _english_forward(self, ids, mask, extra, target_kwargs, generating) -> None:
-        backbone = self.backbone
-        config = backbone.config
-        kwargs = {} if generating else {k: v for k, v in target_kwargs.items() if k not in _TARGET_ONLY}
-        kwargs.update(extra, input_ids=ids)
+        kwargs = dict(extra, input_ids=ids)
         if mask is not None:
             kwargs["attention_mask"] = mask
-        if getattr(config, "use_cache", None) is not None:
+        if self._english_encoder is not None:
+            self._english_encoder(**kwargs)
+            return
+        if not generating:
+            kwargs = {**{k: v for k, v in target_kwargs.items() if k not in _TARGET_ONLY}, **kwargs}
+        if getattr(self.backbone.config, "use_cache", None) is not None:
             kwargs["use_cache"] = False
-        if getattr(config, "is_encoder_decoder", False) and "decoder_input_ids" not in kwargs:
-            labels = target_kwargs.get("labels")
-            if labels is not None and not generating:
-                kwargs["decoder_input_ids"] = backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-            else:
-                start = backbone.generation_config.decoder_start_token_id
-                if start is None:
-                    start = config.decoder_start_token_id
-                kwargs["decoder_input_ids"] = torch.full((ids.shape[0], 1), start, dtype=torch.long, device=ids.device)
-        backbone(**kwargs)
+        self.backbone(**kwargs)
+
+    # ----------------------------------------------------------------- generation
+
+    def _step_hook(self, backbone: nn.Module, args: tuple, kwargs: dict) -> None:
+        """Before each generation step: where its tokens sit in the sequence (past the cached
+        ones) and the attention mask over the sequence so far."""
+        side = self._side
+        if side is None or not side.generating:
+            return
+        past = kwargs.get("past_key_values")
+        side.offset = int(past.get_seq_length()) if past is not None and hasattr(past, "get_seq_length") else 0
+        mask = kwargs.get("attention_mask")
+        side.step_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
+
+    def _generation_uses_cache(self, args: tuple, kwargs: dict) -> bool:
+        if "use_cache" in kwargs:
+            use_cache = kwargs["use_cache"]
+        else:
+            config = kwargs.get("generation_config")
+            if config is None and len(args) > 1:
+                config = args[1]  # generate(inputs, generation_config, ...)
+            if config is None:
+                config = getattr(self.backbone, "generation_config", None)
+            use_cache = getattr(config, "use_cache", True)
+        return use_cache is not False
+
+    def _check_cached_decoding(self, side: _SourceSide, use_cache: bool) -> None:
+        """matmul and the paper's cross-attention read every earlier target position, which a
+        cached decoding step does not have: refuse before generating if a generated position
+        would fuse (without a cache every step recomputes the whole sequence and is exact)."""
+        fusion = self.flare_config.fusion
+        if not (self._decoder_only and use_cache and fusion in TARGET_KEYED):
+            return
+        if self.flare_config.decode_fusion == "last":
+            reason = "decode_fusion='last' fuses every generated token"
+        elif side.right_aligned:
+            return  # generated tokens sit past the English prompt's end: no partner
+        else:
+            longer = (side.source_end - side.source_first) > (side.target_end - side.target_first)
+            if not bool(longer.any()):
+                return
+            reason = "an English prompt is longer than its target prompt, so generated tokens have partners"
+        raise FlareError(
+            f"fusion={fusion!r} reads all earlier target positions, which cached generation steps lack, and {reason}: "
+            "generate with use_cache=False (exact), or use decode_fusion='none' with right alignment"
+        )
 
     # ----------------------------------------------------------------- fusion
 
@@ -203,26 +275,25 @@ class FlareModel(nn.Module):
             return None
         project = side.states is not None
         source = side.states if project else side.recorded[name]
-        source_mask = side.mask if side.mask is not None and side.mask.shape[1] == source.shape[1] else None
-        module = self.fusion_modules[_key(name)] if _key(name) in self.fusion_modules else None  # noqa: SIM401 - ModuleDict has no .get()
         batch, length = target.shape[:2]
-        decoding = side.generating and side.calls[name] > 0
-        if side.generating:
-            side.calls[name] += 1
-        if decoding:
-            if self.flare_config.decode_fusion == "none":
-                return None
-            last = self._bottleneck(name, lora_A, args[0], last_real(source, source_mask), project)
-            return fuse(
-                self.flare_config.fusion, _repeat_rows(last, batch).expand(-1, length, -1), target, None, module
-            )
-
+        # only decoder-only generation has steps past position 0; encoder modules see whole inputs
+        offset = side.offset if side.generating and self._decoder_only else 0
+        index, valid = self._pairing(side, source.shape[1], batch, length, offset)
+        if not bool(valid.any()):
+            return None
+        fusion = self.flare_config.fusion
+        if offset and fusion in TARGET_KEYED:  # generate() refuses this before starting
+            raise FlareError(f"fusion={fusion!r} cannot fuse a cached decoding step; generate with use_cache=False")
+        module = self.fusion_modules[_key(name)] if _key(name) in self.fusion_modules else None  # noqa: SIM401 - ModuleDict has no .get()
         bottleneck = _repeat_rows(self._bottleneck(name, lora_A, args[0], source, project), batch)
-        index, valid = self._pairing(side, source_mask, bottleneck.shape[1], batch, length)
-        target_mask = side.target_mask
-        if target_mask is not None and tuple(target_mask.shape) != (batch, length):
-            target_mask = _repeat_rows(target_mask, batch) if target_mask.shape[1] == length else None
-        fused = fuse(self.flare_config.fusion, bottleneck[:, index], target, target_mask, module, valid)
+        target_keys = side.step_mask if side.generating and self._decoder_only else side.target_mask
+        if target_keys is not None:
+            target_keys = _repeat_rows(target_keys, batch)[:, offset:offset + length]
+            target_keys = target_keys if tuple(target_keys.shape) == (batch, length) else None
+        source_keys = None
+        if side.mask is not None and self.flare_config.mask_source_padding:
+            source_keys = _repeat_rows(side.mask, batch)
+        fused = fuse(fusion, bottleneck, target, index, target_keys, source_keys, self._decoder_only, module)
         return torch.where(valid[..., None], fused, target)
 
     def _bottleneck(
@@ -240,15 +311,26 @@ class FlareModel(nn.Module):
             source = projection(source.to(projection.weight.dtype))
         return F.linear(dropout(source.to(target_input.dtype)), lora_A.weight, lora_A.bias)
 
-    def _pairing(self, side: _SourceSide, source_mask, source_length: int, batch: int, length: int):
-        """Partner index (Lt,) and validity (B, Lt), computed once per shape and batch."""
-        key = (source_length, source_mask is not None, batch, length)
+    def _pairing(self, side: _SourceSide, source_length: int, batch: int, length: int, offset: int):
+        """Partner index (B, L), clamped into the source, and whether it counts (B, L); computed
+        once per call shape and position."""
+        key = (source_length, batch, length, offset)
         if key not in side.pairs:
-            device = side.mask.device if side.mask is not None else None
-            index, valid = pair_positions(source_length, length, side.right_aligned, device)
-            valid = valid.expand(batch, -1)
-            if self.flare_config.mask_source_padding and source_mask is not None:
-                valid = valid & _repeat_rows(source_mask, batch)[:, index].bool()
+            positions = torch.arange(offset, offset + length, device=side.target_first.device)
+            index = partners(
+                positions, _repeat_rows(side.target_first, batch), _repeat_rows(side.target_end, batch),
+                _repeat_rows(side.source_first, batch), source_length, side.right_aligned,
+            )
+            valid = (index >= 0) & (index < source_length)
+            if self.flare_config.decode_fusion == "last" and self._decoder_only:
+                # positions past the English prompt's last real token fuse with that token
+                end = _repeat_rows(side.source_end, batch)[:, None]
+                beyond = index >= end
+                index = torch.where(beyond, end - 1, index)
+                valid = torch.where(beyond, end > 0, valid)
+            index = index.clamp(0, source_length - 1)
+            if self.flare_config.mask_source_padding and side.mask is not None:
+                valid = valid & _repeat_rows(side.mask, batch).gather(1, index).bool()
             side.pairs[key] = index, valid
         return side.pairs[key]
 
@@ -258,21 +340,27 @@ class FlareModel(nn.Module):
         """FLARE-only weights (fusion modules, projection): what PEFT's adapter file lacks."""
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("peft_model.")}
 
-    def save_pretrained(self, directory, **kwargs: Any) -> None:
-        """A PEFT LoRA adapter directory plus the FLARE sidecar files (see io.py)."""
-        from flare.adapter.io import save_flare
-
-        save_flare(self, directory, **kwargs)
-
-    def gradient_checkpointing_enable(self, **checkpoint_kwargs: Any) -> None:
-        """Checkpoint the backbone's layers; the fusion still reaches them (see module docstring)."""
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=checkpoint_kwargs or None)
-        if checkpoint_kwargs.get("use_reentrant", False):
-            self.backbone.enable_input_require_grads()
-
 
 def _key(module_name: str) -> str:
     return module_name.replace(".", "__")
+
+
+def _encoder_side(backbone: nn.Module, fused: list[str]) -> list[str]:
+    """The fused modules that fuse: all of them, except in encoder-decoder models, where only the
+    encoder's do (told apart by the module tree, not by sequence lengths). The decoder runs plain
+    LoRA: an English decoder pass would have to run on the target's own output tokens, so later
+    English positions would encode later target tokens, and generation has none of them yet."""
+    if not getattr(backbone.config, "is_encoder_decoder", False):
+        return fused
+    in_encoder = {id(m) for m in backbone.get_encoder().modules()}
+    named = dict(backbone.named_modules())
+    kept = [name for name in fused if id(named[name]) in in_encoder]
+    if not kept:
+        raise FlareError(
+            f"fuse_modules {fused[:3]} are all in the decoder of {type(backbone).__name__}; on encoder-decoder "
+            "models only encoder modules fuse (the decoder runs plain LoRA)"
+        )
+    return kept
 
 
 def _pop_source_kwargs(kwargs: dict) -> dict:
