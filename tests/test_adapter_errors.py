@@ -119,6 +119,15 @@ def test_cached_decoding_steps_that_would_need_earlier_target_states_are_refused
     model.generate(input_ids=IDS, source_input_ids=IDS, max_new_tokens=2, use_cache=False)  # exact, so allowed
 
 
+def test_a_forward_continuing_a_cache_with_a_source_is_refused():
+    model = get_flare_model(tiny.llama(), FlareConfig())
+    with torch.no_grad():
+        past = model(input_ids=IDS, use_cache=True).past_key_values
+    with pytest.raises(FlareError, match="past_key_values") as error:
+        model(input_ids=IDS[:, -1:], past_key_values=past, source_input_ids=IDS)
+    _one_line(error)
+
+
 def test_fusing_only_decoder_modules_of_an_encoder_decoder_model_is_refused():
     with pytest.raises(FlareError, match="only encoder modules fuse") as error:
         get_flare_model(tiny.mt5(), FlareConfig(target_modules=["q", "v"], fuse_modules=["EncDecAttention.q"]))
@@ -166,6 +175,8 @@ def test_layers_merged_behind_flare_s_back_are_refused_with_a_source():
     model.peft_model.merge_adapter()  # the explicit LoRA-only route
     with pytest.raises(FlareError, match="merged into the base weights"):
         model(input_ids=IDS, source_input_ids=IDS)
+    with pytest.raises(FlareError, match="merged into the base weights"):
+        model.generate(input_ids=IDS, source_input_ids=IDS, max_new_tokens=2)
     torch.testing.assert_close(model(input_ids=IDS).logits, plain, rtol=1e-4, atol=1e-5)
 
 

@@ -117,21 +117,31 @@ def test_resaving_over_an_older_adapter_replaces_it(tmp_path):
     load_flare_model(tiny.llama(), tmp_path / "adapter")
 
 
+FAMILIES = {  # builder, the FLARE config, extra target arguments
+    "llama": (tiny.llama, {"target_modules": "all-linear"}, {}),
+    "xlmr": (tiny.xlmr_classifier, {"task_type": "SEQ_CLS"}, {}),
+    "mt5": (tiny.mt5, {}, {"decoder_input_ids": tiny.batch(2, 3, seed=5)[0]}),
+}
+
+
 @pytest.mark.parametrize("adapter_name", ["default", "fr", "sw-v2"])
-@pytest.mark.parametrize("fusion", ["add_relu", "cross_attention"])
-def test_every_adapter_name_saves_and_loads_identically(tmp_path, adapter_name, fusion):
-    model = get_flare_model(tiny.llama(), FlareConfig(target_modules="all-linear", fusion=fusion), adapter_name)
+@pytest.mark.parametrize("family,fusion", [
+    ("llama", "add_relu"), ("llama", "cross_attention"), ("xlmr", "cross_attention_target_queries"), ("mt5", "matmul"),
+])
+def test_every_adapter_name_saves_and_loads_identically(tmp_path, adapter_name, family, fusion):
+    build, config, extra = FAMILIES[family]
+    model = get_flare_model(build(), FlareConfig(fusion=fusion, **config), adapter_name)
     tiny.randomize_lora_B(model)
     model.eval()
-    expected = model(**INPUTS, **SOURCE).logits
+    expected = model(**INPUTS, **SOURCE, **extra).logits
     model.save_pretrained(tmp_path / "adapter")
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()  # flat, whatever the name
-    loaded = load_flare_model(tiny.llama(), tmp_path / "adapter")
+    loaded = load_flare_model(build(), tmp_path / "adapter")
     assert loaded.adapter_name == adapter_name and loaded.active_adapters == [adapter_name]
-    assert torch.equal(loaded(**INPUTS, **SOURCE).logits, expected)
-    assert not torch.equal(loaded(**INPUTS).logits, expected)  # the fusion came back, not plain LoRA
-    renamed = load_flare_model(tiny.llama(), tmp_path / "adapter", adapter_name="other")
-    assert renamed.active_adapters == ["other"] and torch.equal(renamed(**INPUTS, **SOURCE).logits, expected)
+    assert torch.equal(loaded(**INPUTS, **SOURCE, **extra).logits, expected)
+    assert not torch.equal(loaded(**INPUTS, **extra).logits, expected)  # the fusion came back, not plain LoRA
+    renamed = load_flare_model(build(), tmp_path / "adapter", adapter_name="other")
+    assert renamed.active_adapters == ["other"] and torch.equal(renamed(**INPUTS, **SOURCE, **extra).logits, expected)
 
 
 @pytest.mark.parametrize("fusion", ["cross_attention", "add_relu"])

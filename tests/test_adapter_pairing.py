@@ -5,6 +5,8 @@ import warnings
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import tiny_models as tiny
 from flare import FlareConfig, get_flare_model
@@ -31,6 +33,25 @@ def test_right_alignment_pairs_the_last_real_target_token_with_the_source_rows_e
     t_first, t_end = row_extent(M([[1, 1, 1], [1, 1, 0]]), 2, 3)
     index = partners(torch.arange(3), t_first, t_end, torch.zeros(2, dtype=torch.long), 4, right_aligned=True)
     assert index.tolist() == [[1, 2, 3], [2, 3, 4]]  # row 1's right padding (index 4) has no partner
+
+
+@settings(max_examples=80, deadline=None)
+@given(n_t=st.integers(1, 8), n_s=st.integers(1, 8), pads=st.tuples(*[st.integers(0, 4)] * 4), right=st.booleans())
+def test_real_tokens_pair_the_same_however_either_side_is_padded(n_t, n_s, pads, right):
+    t_left, t_right, s_left, s_right = pads
+    if right:
+        s_right = 0  # under right alignment a source row's trailing positions are meaningful (module docstring)
+
+    def real_pairs(tl, tr, sl, sr):
+        """For each real target token, the rank of its real source partner (None: no partner)."""
+        t_mask, s_mask = M([[0] * tl + [1] * n_t + [0] * tr]), M([[0] * sl + [1] * n_s + [0] * sr])
+        t_first, t_end = row_extent(t_mask, 1, t_mask.shape[1])
+        s_first, _ = row_extent(s_mask, 1, s_mask.shape[1])
+        index = partners(torch.arange(t_mask.shape[1]), t_first, t_end, s_first, s_mask.shape[1], right)[0]
+        ranks = [int(index[tl + k]) - sl for k in range(n_t)]
+        return [r if 0 <= r < n_s else None for r in ranks]
+
+    assert real_pairs(t_left, t_right, s_left, s_right) == real_pairs(0, 0, 0, 0)
 
 
 def test_pack_moves_real_positions_to_the_aligned_end_in_order():

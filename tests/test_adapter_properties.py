@@ -2,6 +2,10 @@
 decoders, an example's output independent of its batchmates and of padding, training forward
 equal to generation, and an English pass equal to PEFT's disable_adapter()."""
 
+import itertools
+import tempfile
+from pathlib import Path
+
 import pytest
 import torch
 from transformers import GenerationConfig
@@ -10,7 +14,21 @@ import tiny_models as tiny
 from flare import FlareConfig, get_flare_model
 from flare.adapter.config import FUSIONS
 
-DECODERS = {"llama": tiny.llama, "gemma2": tiny.gemma2, "qwen2": tiny.qwen2}
+_BASE_DIR = tempfile.TemporaryDirectory(prefix="flare-4bit-")  # removed when the module is collected
+
+
+def llama_4bit():
+    """The tiny Llama quantized to NF4 by bitsandbytes (its CPU kernels)."""
+    from transformers import BitsAndBytesConfig, LlamaForCausalLM
+
+    path = Path(_BASE_DIR.name) / "llama"
+    if not path.is_dir():
+        tiny.llama(hidden_size=64, intermediate_size=128).save_pretrained(path)
+    quantization = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32)
+    return LlamaForCausalLM.from_pretrained(path, quantization_config=quantization, device_map="cpu").eval()
+
+
+DECODERS = {"llama": tiny.llama, "gemma2": tiny.gemma2, "qwen2": tiny.qwen2, "llama4bit": llama_4bit}
 ENCODERS = {"xlmr": tiny.xlmr_classifier, "bert": tiny.bert_classifier}
 ARCHS = {**DECODERS, **ENCODERS, "mt5": tiny.mt5}
 PAD = {"mt5": 0}  # the pad id of each tiny model's config, tiny.PAD otherwise
@@ -61,7 +79,7 @@ def outputs(model, arch, target, target_side, source, source_side):
 
 # Llama, XLM-R and mT5 run every fusion in the fast tier; the other families of each kind are
 # the same code path (marked slow, run by `make test`).
-SLOW_ARCHS = ("gemma2", "qwen2", "bert")
+SLOW_ARCHS = ("gemma2", "qwen2", "bert", "llama4bit")
 
 
 def _fusion_params(archs):
@@ -116,7 +134,7 @@ def test_an_example_is_independent_of_its_batchmates_and_their_padding(arch, fus
     alone = outputs(model, arch, [example_target], "right", [example_source], "right")[0]
     # a batchmate longer on one side and shorter on the other, so the example is padded on each
     mates = ((ids(9, 2), ids(3, 3)), (ids(3, 4), ids(10, 5)))
-    for (target_side, source_side), (mate_target, mate_source) in zip(SIDES[arch] * 2, mates):
+    for (target_side, source_side), (mate_target, mate_source) in itertools.product(SIDES[arch], mates):
         batched = outputs(model, arch, [example_target, mate_target], target_side,
                           [example_source, mate_source], source_side)[0]
         close(batched, alone)

@@ -16,6 +16,8 @@ from peft.tuners.tuners_utils import BaseTunerLayer
 from peft.utils.other import AuxiliaryTrainingWrapper
 from torch import nn
 
+from flare.errors import FlareError
+
 
 class _SourcePassDone(Exception):
     """Raised from a hook once every fused module's source input is recorded."""
@@ -51,6 +53,24 @@ def _set_all(objects: list, attribute: str, value: object) -> Iterator[None]:
     finally:
         for o, was in zip(objects, previous):
             setattr(o, attribute, was)
+
+
+def fusing_modules(backbone: nn.Module, fused: list[str]) -> list[str]:
+    """The fused modules that fuse: all of them, except in encoder-decoder models, where only the
+    encoder's do (told apart by the module tree, not by sequence lengths). The decoder runs plain
+    LoRA: an English decoder pass would have to run on the target's own output tokens, so later
+    English positions would encode later target tokens, and generation has none of them yet."""
+    if not getattr(backbone.config, "is_encoder_decoder", False):
+        return fused
+    in_encoder = {id(m) for m in backbone.get_encoder().modules()}
+    named = dict(backbone.named_modules())
+    kept = [name for name in fused if id(named[name]) in in_encoder]
+    if not kept:
+        raise FlareError(
+            f"fuse_modules {fused[:3]} are all in the decoder of {type(backbone).__name__}; on encoder-decoder "
+            "models only encoder modules fuse (the decoder runs plain LoRA)"
+        )
+    return kept
 
 
 class SourceRecorder:

@@ -82,8 +82,9 @@ _ONE_ADAPTER_WHY = (
 
 
 class PeftCitizen(PeftModel):
-    """The PeftModel face of FlareModel. Subclasses set self.peft_model (the wrapped PeftModel)
-    and self.adapter_name; they must not call PeftModel.__init__."""
+    """The PeftModel face of FlareModel. Subclasses set self.peft_model (the wrapped PeftModel),
+    self.adapter_name and self._lora (fused module name -> LoRA layer); they must not call
+    PeftModel.__init__."""
 
     peft_model: PeftModel
     adapter_name: str
@@ -182,6 +183,16 @@ class PeftCitizen(PeftModel):
         layout = {k: kwargs.pop(k) for k in ("every_n_layers", "offload") if k in kwargs}
         checkpoint_kwargs = {**(gradient_checkpointing_kwargs or {}), **kwargs}
         self.activation_checkpointing_enable(checkpoint_kwargs or None, **layout)
+
+    def _check_not_merged(self) -> None:
+        """Before a forward with a source: LoRA merged into the base weights (through
+        model.peft_model) cannot fuse, and the English pass would unmerge some layers but not all."""
+        merged = [name for name, layer in self._lora.items() if layer.merged]
+        if merged:
+            raise FlareError(
+                f"the LoRA weights of {merged[0]} are merged into the base weights, which cannot hold the "
+                "fusion; unmerge them (model.peft_model.unmerge_adapter()) before passing a source"
+            )
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """PEFT's count over this model, so the fusion modules and projection are counted."""

@@ -21,10 +21,11 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from flare.adapter.capture import SourceRecorder
+from flare.adapter.capture import SourceRecorder, fusing_modules
 from flare.adapter.citizen import PeftCitizen, expose_source_arguments
 from flare.adapter.config import FlareConfig, default_fuse_modules
 from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
+from flare.adapter.generation import check_cached_decoding, uses_cache
 from flare.adapter.pairing import pack, partners, row_extent
 from flare.errors import FlareError
 
@@ -73,7 +74,7 @@ class FlareModel(PeftCitizen):
         self.flare_config = config
         self.adapter_name = peft_model.active_adapter
         backbone = peft_model.base_model.model
-        self.fused_modules = _encoder_side(backbone, list(fused_modules))
+        self.fused_modules = fusing_modules(backbone, list(fused_modules))
         named = dict(backbone.named_modules())
         self._lora = {name: named[name] for name in self.fused_modules}
         reference = next(iter(self._lora.values())).lora_A[self.adapter_name].weight
@@ -122,12 +123,7 @@ class FlareModel(PeftCitizen):
         kwargs.update({k: v for k, v in named.items() if v is not None})
         extra = _pop_source_kwargs(kwargs)
         if source_input_ids is not None or source_states is not None:
-            merged = [name for name, layer in self._lora.items() if layer.merged]
-            if merged:
-                raise FlareError(
-                    f"the LoRA weights of {merged[0]} are merged into the base weights, which cannot hold the "
-                    "fusion; unmerge them (model.peft_model.unmerge_adapter()) before passing a source"
-                )
+            self._check_not_merged()
         # Kept until the next forward: gradient checkpointing recomputes layers during backward.
         self._side = self._prepare_source(
             (), kwargs, source_input_ids, source_attention_mask, source_states, extra, False
@@ -141,9 +137,14 @@ class FlareModel(PeftCitizen):
         position pairs as in a forward pass over the prompt and the tokens generated so far (with
         or without a cache); positions past the English prompt fuse as config.decode_fusion says."""
         extra = _pop_source_kwargs(kwargs)
+        if source_input_ids is not None or source_states is not None:
+            self._check_not_merged()
         side = self._prepare_source(args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True)
-        if side is not None:
-            self._check_cached_decoding(side, self._generation_uses_cache(args, kwargs))
+        if side is not None and self._decoder_only:
+            check_cached_decoding(
+                self.flare_config, uses_cache(getattr(self.backbone, "generation_config", None), args, kwargs),
+                side.right_aligned, side.source_end - side.source_first, side.target_end - side.target_first,
+            )
         self._side = side
         try:
             return self.peft_model.generate(*args, **kwargs)
@@ -160,6 +161,10 @@ class FlareModel(PeftCitizen):
         if ids is not None and states is not None:
             raise FlareError("give source_input_ids or source_states, not both")
         source = ids if ids is not None else states
+        past = kwargs.get("past_key_values")
+        if not generating and past is not None and getattr(past, "get_seq_length", lambda: 0)() > 0:
+            # a forward pairs its tokens as a whole sequence from position 0; generate() tracks steps
+            raise FlareError("a source with a filled past_key_values cache: use generate(), or pass the whole sequence")
         target = kwargs.get("input_ids", args[0] if args else kwargs.get("inputs_embeds"))
         if target is not None and source.shape[0] != target.shape[0]:
             raise FlareError(f"source batch size {source.shape[0]} does not match target batch size {target.shape[0]}")
@@ -234,39 +239,6 @@ class FlareModel(PeftCitizen):
         mask = kwargs.get("attention_mask")
         side.step_mask = mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
-    def _generation_uses_cache(self, args: tuple, kwargs: dict) -> bool:
-        if "use_cache" in kwargs:
-            use_cache = kwargs["use_cache"]
-        else:
-            config = kwargs.get("generation_config")
-            if config is None and len(args) > 1:
-                config = args[1]  # generate(inputs, generation_config, ...)
-            if config is None:
-                config = getattr(self.backbone, "generation_config", None)
-            use_cache = getattr(config, "use_cache", True)
-        return use_cache is not False
-
-    def _check_cached_decoding(self, side: _SourceSide, use_cache: bool) -> None:
-        """matmul and the paper's cross-attention read every earlier target position, which a
-        cached decoding step does not have: refuse before generating if a generated position
-        would fuse (without a cache every step recomputes the whole sequence and is exact)."""
-        fusion = self.flare_config.fusion
-        if not (self._decoder_only and use_cache and fusion in TARGET_KEYED):
-            return
-        if self.flare_config.decode_fusion == "last":
-            reason = "decode_fusion='last' fuses every generated token"
-        elif side.right_aligned:
-            return  # generated tokens sit past the English prompt's end: no partner
-        else:
-            longer = (side.source_end - side.source_first) > (side.target_end - side.target_first)
-            if not bool(longer.any()):
-                return
-            reason = "an English prompt is longer than its target prompt, so generated tokens have partners"
-        raise FlareError(
-            f"fusion={fusion!r} reads all earlier target positions, which cached generation steps lack, and {reason}: "
-            "generate with use_cache=False (exact), or use decode_fusion='none' with right alignment"
-        )
-
     # ----------------------------------------------------------------- fusion
 
     def _fuse_hook(self, name: str, lora_A: nn.Linear, args: tuple, target: torch.Tensor):
@@ -337,30 +309,14 @@ class FlareModel(PeftCitizen):
     # ----------------------------------------------------------------- saving
 
     def flare_state_dict(self) -> dict[str, torch.Tensor]:
-        """FLARE-only weights (fusion modules, projection): what PEFT's adapter file lacks."""
-        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if not k.startswith("peft_model.")}
+        """FLARE-only weights (fusion modules, projection): what PEFT's adapter file lacks. Named
+        by prefix, so a module registered for another purpose never lands in the sidecar."""
+        own = ("fusion_modules.", "source_projection.")
+        return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith(own)}
 
 
 def _key(module_name: str) -> str:
     return module_name.replace(".", "__")
-
-
-def _encoder_side(backbone: nn.Module, fused: list[str]) -> list[str]:
-    """The fused modules that fuse: all of them, except in encoder-decoder models, where only the
-    encoder's do (told apart by the module tree, not by sequence lengths). The decoder runs plain
-    LoRA: an English decoder pass would have to run on the target's own output tokens, so later
-    English positions would encode later target tokens, and generation has none of them yet."""
-    if not getattr(backbone.config, "is_encoder_decoder", False):
-        return fused
-    in_encoder = {id(m) for m in backbone.get_encoder().modules()}
-    named = dict(backbone.named_modules())
-    kept = [name for name in fused if id(named[name]) in in_encoder]
-    if not kept:
-        raise FlareError(
-            f"fuse_modules {fused[:3]} are all in the decoder of {type(backbone).__name__}; on encoder-decoder "
-            "models only encoder modules fuse (the decoder runs plain LoRA)"
-        )
-    return kept
 
 
 def _pop_source_kwargs(kwargs: dict) -> dict:
