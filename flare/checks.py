@@ -13,6 +13,7 @@ import torch
 from flare.errors import FlareError
 
 if TYPE_CHECKING:
+    from flare.formats import Family
     from flare.settings import AdapterSettings
     from flare.tasks import Task
 
@@ -77,7 +78,9 @@ def check_weights(model_dir: Path) -> None:
             ) from None
 
 
-def check_model(model: str, task: Task, adapter: AdapterSettings, max_length: int, longest: int) -> None:
+def check_model(
+    model: str, task: Task, adapter: AdapterSettings, max_length: int, longest: int, family: Family | None = None
+) -> None:
     """The config loads, the weight files are readable, the longest input (`longest` tokens) fits the
     learned positions, and the adapter finds its modules in a weightless (meta) copy."""
     from transformers import (
@@ -100,7 +103,7 @@ def check_model(model: str, task: Task, adapter: AdapterSettings, max_length: in
         ) from None
     if Path(resolve(model)).is_dir():
         check_weights(Path(resolve(model)))
-    family = model_family(config.model_type)
+    family = model_family(config, family)
     if family == "encoder":
         config.num_labels = max(len(task.labels), 1)
         cls = AutoModelForQuestionAnswering if task.type == "qa" else AutoModelForSequenceClassification

@@ -248,11 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value in itertools.pairwise(argv):
             if flag == "--config":
                 _check_config(value)
-        from flare.pipeline import quiet_libraries
-        from flare.settings import Study, from_dict
-
-        quiet_libraries()
         from jsonargparse import set_loader
+
+        from flare.settings import Study, from_dict
 
         set_loader("yaml", _yaml_value, exceptions=(FlareError,))
         parser = _parser()
@@ -267,6 +265,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in STUDY_COMMANDS:
             fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
             values["study"] = from_dict(Study, fields).validate()
+        # torch and transformers load only now, so `--help` and argument errors stay fast
+        from flare.pipeline import quiet_libraries
+
+        quiet_libraries()
         placement = _placement(name, values)
         if placement is not None:  # settled (a missing GPU refused) before any work; said before it starts
             print(placement.describe(), flush=True)

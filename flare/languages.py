@@ -80,7 +80,10 @@ _FLORES_TO_M2M100: dict[str, str] = {
 }
 
 
-def _check_map(language_map: Mapping[str, str]) -> None:
+def check_language_map(language_map: Mapping[str, str]) -> None:
+    """Every value a FLORES-200 code; one FlareError line naming the first that is not."""
+    if not isinstance(language_map, Mapping):
+        raise FlareError(f"language map: expected a mapping of code -> FLORES-200 code, got {language_map!r:.60}")
     for code, flores in language_map.items():
         if not isinstance(flores, str) or not _FLORES_PATTERN.match(flores):
             raise FlareError(
@@ -101,7 +104,7 @@ def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -
         FlareError: unknown code, or a language NLLB does not cover and the map does not name.
     """
     language_map = dict(language_map or {})
-    _check_map(language_map)
+    check_language_map(language_map)
     if code in language_map:
         return language_map[code]
     if _FLORES_PATTERN.match(code):

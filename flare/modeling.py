@@ -34,11 +34,11 @@ def resolve(model: str) -> str:
 
 def load_backbone(
     model: str, task: Task, load_in_4bit: bool = False, device: str = "auto", seed: int | None = None,
-    dtype: str = "auto", placement: Placement | None = None,
+    dtype: str = "auto", placement: Placement | None = None, family: Family | None = None,
 ) -> tuple[torch.nn.Module, Any, Family]:
     """The task model and its tokenizer, built on its device in its dtype (flare/device.py; a
     ready `placement` replaces load_in_4bit, device and dtype). A head the checkpoint lacks starts
-    random: `seed` makes that initialisation reproducible."""
+    random: `seed` makes that initialisation reproducible. `family` overrides the inferred one."""
     placement = placement or resolve_placement(device, dtype, load_in_4bit)
     path = resolve(model)
     if seed is not None:
@@ -47,7 +47,7 @@ def load_backbone(
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FlareError(f"model {model}: cannot load a config ({str(error).splitlines()[0]})") from None
-    family = model_family(config.model_type)
+    family = model_family(config, family)
     kwargs = placement.from_pretrained_kwargs()
     if family == "encoder":
         if task.type == "qa":
@@ -83,7 +83,8 @@ def flare_config(
         task_type = "SEQ_2_SEQ_LM"
     return FlareConfig(
         r=settings.r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-        target_modules=settings.target_modules or None, fusion=fusion, source_dim=source_dim,
+        target_modules=settings.target_modules or None, fuse_modules=settings.fuse_modules or None,
+        fusion=fusion, source_dim=source_dim,
         source_position=settings.source_position, decode_fusion=settings.decode_fusion,
         cross_attention_heads=settings.cross_attention_heads, task_type=task_type, modules_to_save=modules_to_save,
         # the formatter pads decoders on the left and everything else on the right
@@ -103,7 +104,8 @@ def adapt(backbone: torch.nn.Module, config: FlareConfig) -> FlareModel:
 
 
 def merge_and_save(
-    model: FlareModel, tokenizer: Any, directory: Path, original: str | None = None, task: Task | None = None
+    model: FlareModel, tokenizer: Any, directory: Path, original: str | None = None, task: Task | None = None,
+    family: Family | None = None,
 ) -> None:
     """Merge a trained LoRA into its base (W <- W + s B A) and save the English task model.
 
@@ -121,7 +123,7 @@ def merge_and_save(
                 raise FlareError("merging into a 4-bit base needs the original model and task")
             model.save_pretrained(staging / "adapter")
             device = next(model.parameters()).device
-            full, _, _ = load_backbone(original, task, placement=Placement(device, torch.float32))
+            full, _, _ = load_backbone(original, task, placement=Placement(device, torch.float32), family=family)
             merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
             import shutil
 

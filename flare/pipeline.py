@@ -27,7 +27,7 @@ from flare.checks import check_checkpoint, check_model
 from flare.data import Example, LoadStats, Pair
 from flare.device import resolve_placement
 from flare.errors import FlareError
-from flare.evaluate import evaluate
+from flare.evaluate import evaluate, predict, score
 from flare.files import append_line, folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter, input_length
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
@@ -83,6 +83,7 @@ def quiet_libraries() -> None:
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # per-run "Loading weights" bars; ours are plain tqdm
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
 
@@ -138,7 +139,7 @@ class Pipeline:
         if (model_dir / "config.json").is_file():
             return model_dir
         backbone, tokenizer, family = load_backbone(
-            self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement
+            self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement, family=self.study.family
         )
         model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
         train, valid = self._splits(None)
@@ -151,7 +152,7 @@ class Pipeline:
             model, formatter, self._english_test(), self.study.stage1.eval_batch_size, progress=False
         )
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
-        merge_and_save(model, tokenizer, model_dir, self.study.model, self.task)
+        merge_and_save(model, tokenizer, model_dir, self.study.model, self.task, self.study.family)
         summary = {**result.__dict__, "english_test": test_metrics}
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
@@ -169,7 +170,9 @@ class Pipeline:
         """One method on one language with one seed; returns its result record."""
         start = time.perf_counter()
         view = VIEWS[run.method]
-        backbone, tokenizer, family = load_backbone(str(stage1_dir), self.task, placement=self.placement)
+        backbone, tokenizer, family = load_backbone(
+            str(stage1_dir), self.task, placement=self.placement, family=self.study.family
+        )
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}
@@ -191,7 +194,10 @@ class Pipeline:
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
             model.save_pretrained(run_dir / "adapter")
-        metrics = evaluate(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        predictions = predict(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        metrics = score(self.task, predictions, test, formatter.view)
+        if self.task.type == "classification":
+            summary["predicted_classes"] = len(set(predictions.values()))
         return {
             "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
@@ -210,7 +216,8 @@ class Pipeline:
         from flare.mt_encoder import MTEncoder, precompute_encoder_states
 
         encoder = MTEncoder(
-            self.study.mt_model, max_length=self.study.data.max_length, device=self.study.device, dtype=self.study.dtype
+            self.study.mt_model, max_length=self.study.data.max_length, device=self.study.device,
+            dtype=self.study.dtype, language_map=self.study.language_map,
         )
         fields = self.task.text_fields
 
@@ -310,12 +317,16 @@ class Pipeline:
                     f"({record['wall_time_s']:.1f} s; about {left / 60:.0f} min left)",
                     flush=True,
                 )
+                if record.get("predicted_classes") == 1 and len(self.task.labels) > 1:
+                    print(f"    warning: {run.label} {run.language} seed {run.seed} predicted one class for every "
+                          "test example (a collapsed model; try another learning rate or more epochs)", flush=True)
                 checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
         if self.results_path.is_file():
             from flare.report import report
 
-            report(self.results_path, self.out)
+            paths = report(self.results_path, self.out)
+            print(f"\n{paths['markdown'].read_text(encoding='utf-8').rstrip()}\n", flush=True)
         return self.results_path
 
     # ----------------------------------------------------------------- checks before any work
@@ -338,7 +349,7 @@ class Pipeline:
         stage1_done = (self.out / "stage1" / "model" / "config.json").is_file()
         longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
         check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model, self.task,
-                    self.study.adapter, self.study.data.max_length, longest)
+                    self.study.adapter, self.study.data.max_length, longest, self.study.family)
         if not stage1_done:
             self._splits(None)
             self._english_test()

@@ -32,7 +32,7 @@ def _example(task, text: str, language: str, number: int) -> Example:
 
 
 def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path,
-                 device: str = "auto", dtype: str = "auto") -> list[str]:
+                 device: str = "auto", dtype: str = "auto", language_map: dict[str, str] | None = None) -> list[str]:
     """Translate target-language inputs into English on the fly (cached like `flare translate`),
     with the MT model on the study's device in its dtype. Tab-separated fields are translated one by one."""
     from flare.languages import resolve_language
@@ -43,7 +43,7 @@ def english_side(texts: list[str], language: str, source_language: str, mt_model
     settings = DecodingSettings(dtype=dtype_name(resolve_placement(device, dtype).dtype))
     translator = Seq2SeqTranslator(mt_model, settings, device)
     cache = TranslationCache(cache_dir / "translation_cache.sqlite")
-    src, tgt = resolve_language(language), resolve_language(source_language)
+    src, tgt = resolve_language(language, language_map), resolve_language(source_language, language_map)
     translated = [
         translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
         for c in columns
@@ -80,7 +80,8 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
                 f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly"
             )
         english = english_side(
-            texts, language, task.source_language, study.mt_model, out / "translations", study.device, study.dtype
+            texts, language, task.source_language, study.mt_model, out / "translations", study.device, study.dtype,
+            study.language_map,
         )
     if method == "flare-mt" and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
@@ -88,7 +89,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"
     if method not in ("zero-shot", "translate-test"):
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
-    backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement)
+    backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement, family=study.family)
     model = backbone
     if method not in ("zero-shot", "translate-test"):
         try:
@@ -107,7 +108,8 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     if method == "flare-mt":
         from flare.mt_encoder import MTEncoder
 
-        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype)
+        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
+                            language_map=study.language_map)
 
         def extra(chunk):
             states, mask = encoder.encode([" ".join(ex.fields.values()) for ex in chunk], language)

@@ -57,10 +57,8 @@ def main() -> int:
     except FlareError as error:
         print(f"flare: error: {error}", file=sys.stderr)
         return 2
-    print()
-    print((results.parent / "results.md").read_text(encoding="utf-8").split("\n\n")[2])
-    print(
-        f"\nmacro-F1 on the 400 Javanese test sentences; full report in {results.parent}/ "
+    print(  # compare has printed results.md
+        f"macro-F1 on the 400 Javanese test sentences; full report in {results.parent}/ "
         f"({time.perf_counter() - start:.0f} s)"
     )
     return 0

@@ -134,6 +134,9 @@ class AdapterSettings:
             residual stream).
         decode_fusion: what generated tokens fuse: "none" or "last".
         cross_attention_heads: heads of the cross_attention fusion.
+        fuse_modules: module names whose LoRA fuses the English side; empty: the query and value
+            projections (q_proj/v_proj, query/value or q/v). Models with a fused query-key-value
+            projection (e.g. BLOOM's query_key_value) need it set.
     """
 
     r: Annotated[int, Range(1, 4096)] = 8
@@ -143,6 +146,7 @@ class AdapterSettings:
     source_position: Literal["module_input", "layer_input"] = "module_input"
     decode_fusion: Literal[DECODE_FUSIONS] = "none"
     cross_attention_heads: Annotated[int, Range(1, 4096)] = 1
+    fuse_modules: list[str] | None = None
 
 
 @dataclass
@@ -158,6 +162,10 @@ class Study:
         seeds: seeds of stage 2 (stage 1 uses the first).
         output_dir: where checkpoints, logs and results go.
         mt_model: NLLB/M2M100 model whose encoder feeds flare-mt.
+        language_map: project language code -> FLORES-200 code for the MT model, e.g. {mad: ind_Latn}
+            for a language NLLB lacks (FLORES codes such as swh_Latn also work as languages directly).
+        family: the model's input family: "encoder", "decoder" or "encoder-decoder"; empty: inferred
+            from transformers' auto classes (set it for an architecture they do not classify).
         load_in_4bit: load the base in 4-bit NF4 (bitsandbytes; stage 1 is then merged into a
             de-quantised copy, see README).
         device: "auto" (this process's CUDA GPU, else MPS, else the CPU), "cuda" (this process's GPU:
@@ -178,6 +186,8 @@ class Study:
     seeds: list[Seed] = field(default_factory=lambda: [1])
     output_dir: str = "runs/study"
     mt_model: str | None = None
+    language_map: dict[str, str] = field(default_factory=dict)
+    family: Literal["encoder", "decoder", "encoder-decoder"] | None = None
     load_in_4bit: bool = False
     device: str = "auto"
     dtype: str = "auto"
@@ -208,6 +218,14 @@ class Study:
                 raise FlareError(f"languages: {language} is the source language of {task.name}, not a target")
         if "flare-mt" in self.methods and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
+        if "flare-mt" in self.methods:  # every language the MT encoder will tag, before stage 1
+            from flare.languages import resolve_languages
+
+            resolve_languages([*self.languages], self.language_map)
+        elif self.language_map:
+            from flare.languages import check_language_map
+
+            check_language_map(self.language_map)
         adapter = self.adapter
         fused = set(FUSED_METHODS) & set(self.methods)
         cross = [f for f in self.fusions if f in CROSS_ATTENTION_QUERIES] if fused else []
@@ -304,6 +322,10 @@ def _check_type(value: Any, hint: Any, name: str) -> Any:
         base = typing.get_origin(option) or option
         if option is type(None) and value is None:
             return value
+        if base is Literal:  # Literal[...] | None
+            if value in typing.get_args(option):
+                return _check_type(value, option, name)
+            continue
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise FlareError(f"{name}: {value!r} is not a finite number")

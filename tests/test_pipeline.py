@@ -319,3 +319,21 @@ def test_predict_text_files_drop_the_byte_order_mark(tmp_path):
     inputs.write_bytes("\ufeffapik tenan\n\nala\n".encode())
     assert _lines(str(inputs)) == ["apik tenan", "ala"]
     assert _lines("Aku seneng banget.") == ["Aku seneng banget."]  # text, not a file name
+
+
+def test_compare_flags_a_run_that_predicts_one_class_and_prints_the_report(tiny_encoder, tmp_path, data_dir,
+                                                                           monkeypatch, capsys):
+    import flare.pipeline as pipeline_module
+
+    real_predict = pipeline_module.predict
+
+    def collapsed(model, formatter, items, *args, **kwargs):  # a model that says "negative" to everything
+        return dict.fromkeys(real_predict(model, formatter, items, *args, **kwargs), 0)
+
+    monkeypatch.setattr(pipeline_module, "predict", collapsed)
+    results = compare(_study(tiny_encoder, tmp_path / "study", data_dir, languages=["jav"], methods=["zero-shot"]))
+    record = json.loads(results.read_text().splitlines()[0])
+    out = capsys.readouterr().out
+    assert record["predicted_classes"] == 1
+    assert "warning: zero-shot jav seed 1 predicted one class for every test example" in out
+    assert (tmp_path / "study" / "results.md").read_text().rstrip() in out  # the report, printed at the end

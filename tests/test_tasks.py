@@ -46,11 +46,13 @@ def test_example_yaml_task_end_to_end():
     assert (task.name, task.type, task.metric, task.labels) == (
         "toy_sentiment", "classification", "macro_f1", ["negative", "positive"]
     )
-    assert task.splits == {"en": ["train", "test"], "de": ["test"]}
+    assert task.splits == {"en": ["train", "valid", "test"], "de": ["train", "valid", "test"]}
     train = task.load("train", "en")
-    assert [ex.label for ex in train] == [1, 0, 1, 0, 1, 0] and train[0].id == "t0"
-    pairs = task.load_pairs("test", "de")
-    assert len(pairs) == 4 and all(p.kind == "gold" and p.source.id == p.target.id for p in pairs)
+    assert [ex.label for ex in train] == [1, 0] * 12 and train[0].id == "t0"
+    assert len(task.load_pairs("train", "de")) == 24 and len(task.load_pairs("valid", "de")) == 8
+    test_pairs = task.load_pairs("test", "de")
+    pairs = test_pairs[:4]
+    assert len(test_pairs) == 8 and all(p.kind == "gold" and p.source.id == p.target.id for p in pairs)
     assert pairs[1].target.fields["text"].startswith("Der Zug")
 
     from test_formats import decoder_tokenizer  # tiny tokenizer built from a word list
