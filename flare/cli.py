@@ -47,17 +47,38 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
     return pipeline.single(Run(method, fusion if fused else None, language, seed))
 
 
-def evaluate(study, language: str, method: str = "zero-shot") -> dict:
-    """Score the stage-1 English task model on a target language's test set (zero-shot or
-    translate-test); trained adapters are scored by `flare train` / `flare compare`."""
-    from flare.pipeline import Pipeline, Run
+def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str | None = None) -> dict:
+    """Score a language's test set with the stage-1 English task model (zero-shot or
+    translate-test) or, with --adapter_dir, with a saved adapter of a trained method (e.g. a Javanese
+    FLARE adapter on Sundanese); prints the result and records nothing.
 
-    if method not in ("zero-shot", "translate-test"):
-        raise FlareError(f"evaluate: method must be zero-shot or translate-test, got {method!r}")
-    if language not in study.languages:
-        study.languages.append(language)
+    Args:
+        language: target language whose test split is scored.
+        method: zero-shot or translate-test; with --adapter_dir, the method the adapter was trained with
+            (translate-train, input-fusion, flare or flare-mt).
+        adapter_dir: a saved adapter folder (e.g. runs/flare-add_relu/jav/seed1/adapter).
+    """
+    from flare.adapter.io import check_adapter_dir
+    from flare.pipeline import Pipeline, Run
+    from flare.settings import FUSED_METHODS, METHODS
+
+    trained = [m for m in METHODS if m not in ("zero-shot", "translate-test")]
+    if adapter_dir is None and method not in ("zero-shot", "translate-test"):
+        raise FlareError(f"evaluate: method must be zero-shot or translate-test without --adapter_dir, got {method!r}")
+    if adapter_dir is not None and method not in trained:
+        raise FlareError(f"evaluate: with --adapter_dir, method must be one of {', '.join(trained)}, got {method!r}")
+    fusion = None
+    if adapter_dir is not None:
+        config, _ = check_adapter_dir(adapter_dir)  # missing, pickled or truncated: one line, before any load
+        fusion = config.fusion if method in FUSED_METHODS else None
+        if fusion is not None and fusion not in study.fusions:
+            study.fusions.append(fusion)
+    for values, value in ((study.languages, language), (study.methods, method)):
+        if value not in values:
+            values.append(value)
     pipeline = Pipeline(study)
-    return pipeline.single(Run(method, None, language, study.seeds[0]), record=False)
+    run = Run(method, fusion, language, study.seeds[0])
+    return pipeline.single(run, record=False, adapter=None if adapter_dir is None else Path(adapter_dir))
 
 
 def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, translations_dir: str,

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 import yaml
 
+from flare.adapter import load_flare_model
 from flare.checks import check_checkpoint, check_model
 from flare.data import Example, LoadStats, Pair
 from flare.device import resolve_placement
@@ -133,8 +134,14 @@ class Pipeline:
 
     # ----------------------------------------------------------------- stages
 
-    def stage1(self) -> Path:
-        """Fine-tune LoRA on English task data and merge it; reused when already done."""
+    def stage1_source(self) -> str:
+        """The English task model stage 2 starts from: `stage1_model`, else this folder's own."""
+        return self.study.stage1_model or str(self.out / "stage1" / "model")
+
+    def stage1(self) -> Path | str:
+        """Fine-tune LoRA on English task data and merge it; reused when already done, or given."""
+        if self.study.stage1_model:
+            return self.study.stage1_model
         model_dir = self.out / "stage1" / "model"
         if (model_dir / "config.json").is_file():
             return model_dir
@@ -166,8 +173,9 @@ class Pipeline:
         metrics = evaluate(model, formatter, items, batch_size, extra, progress=False)
         return metrics[self.task.metric]
 
-    def run(self, run: Run, stage1_dir: Path) -> dict[str, Any]:
-        """One method on one language with one seed; returns its result record."""
+    def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None) -> dict[str, Any]:
+        """One method on one language with one seed; returns its result record. With `adapter`
+        (a saved adapter folder of this method), nothing is trained: that adapter is scored."""
         start = time.perf_counter()
         view = VIEWS[run.method]
         backbone, tokenizer, family = load_backbone(
@@ -180,11 +188,15 @@ class Pipeline:
         if run.method in ("zero-shot", "translate-test"):
             model = backbone
         else:
-            train, valid = self._splits(run.language)
+            train, valid = self._splits(run.language) if adapter is None else ([], [])
             source_dim = None
             if run.method == "flare-mt":
                 extra, source_dim = self._mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+        if adapter is not None:
+            model = load_flare_model(backbone, adapter)
+            summary = {"adapter": str(adapter)}
+        elif run.method not in ("zero-shot", "translate-test"):
             model = adapt(
                 backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim)
             )
@@ -269,15 +281,15 @@ class Pipeline:
             recorded, f"# {self.placement.describe()}\n" + yaml.safe_dump(settings, sort_keys=False),
         )
 
-    def single(self, run: Run, record: bool = True) -> dict[str, Any]:
+    def single(self, run: Run, record: bool = True, adapter: Path | None = None) -> dict[str, Any]:
         """One run (`flare train`, or `flare evaluate` with record=False), stage 1 first when it is
         missing; the folder is locked and its study.yaml checked and written as by `compare`."""
-        self.check([run])
+        self.check([run], trains=adapter is None)
         self._create_output_dir()
         with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
             self._check_same_settings()  # another command may have recorded other settings meanwhile
             self._record_settings()
-            result = self.run(run, self.stage1())
+            result = self.run(run, self.stage1(), adapter)
             if record:
                 self._append(result)
         return result
@@ -331,7 +343,7 @@ class Pipeline:
 
     # ----------------------------------------------------------------- checks before any work
 
-    def check(self, runs: list[Run]) -> None:
+    def check(self, runs: list[Run], trains: bool = True) -> None:
         """Stop with one line before anything is trained or written when a run could not finish:
         the output folder cannot be created, the model's config does not load or its architecture
         lacks the adapter's modules, a split the runs read does not load or pair, or a saved
@@ -346,9 +358,9 @@ class Pipeline:
             from flare.translate import check_mt_model
 
             check_mt_model(self.study.mt_model)
-        stage1_done = (self.out / "stage1" / "model" / "config.json").is_file()
+        stage1_done = bool(self.study.stage1_model) or (self.out / "stage1" / "model" / "config.json").is_file()
         longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
-        check_model(str(self.out / "stage1" / "model") if stage1_done else self.study.model, self.task,
+        check_model(self.stage1_source() if stage1_done else self.study.model, self.task,
                     self.study.adapter, self.study.data.max_length, longest, self.study.family)
         if not stage1_done:
             self._splits(None)
@@ -356,7 +368,7 @@ class Pipeline:
             check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
         for language in dict.fromkeys(run.language for run in runs):
             self._test(language)
-            if any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
+            if trains and any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
                 self._splits(language)
         for run in runs:
             check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")

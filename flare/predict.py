@@ -67,8 +67,8 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
         raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(VIEWS)}")
     view = VIEWS[method]
     out = Path(study.output_dir)
-    stage1 = out / "stage1" / "model"
-    if not (stage1 / "config.json").is_file():
+    stage1 = study.stage1_model or out / "stage1" / "model"
+    if not study.stage1_model and not (stage1 / "config.json").is_file():
         raise FlareError(f"predict: no stage-1 model in {stage1}; run `flare compare` or `flare train` first")
     if english is not None and len(english) != len(texts):
         raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")

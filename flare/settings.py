@@ -164,6 +164,8 @@ class Study:
         mt_model: NLLB/M2M100 model whose encoder feeds flare-mt.
         language_map: project language code -> FLORES-200 code for the MT model, e.g. {mad: ind_Latn}
             for a language NLLB lacks (FLORES codes such as swh_Latn also work as languages directly).
+        stage1_model: an English task model (folder or Hub id) to use as stage 1 instead of training
+            one, e.g. another study's <output_dir>/stage1/model: sweeps of stage 2 share one stage 1.
         family: the model's input family: "encoder", "decoder" or "encoder-decoder"; empty: inferred
             from transformers' auto classes (set it for an architecture they do not classify).
         load_in_4bit: load the base in 4-bit NF4 (bitsandbytes; stage 1 is then merged into a
@@ -187,6 +189,7 @@ class Study:
     output_dir: str = "runs/study"
     mt_model: str | None = None
     language_map: dict[str, str] = field(default_factory=dict)
+    stage1_model: str | None = None
     family: Literal["encoder", "decoder", "encoder-decoder"] | None = None
     load_in_4bit: bool = False
     device: str = "auto"
@@ -239,10 +242,14 @@ class Study:
         placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
         for name in ("stage1", "stage2"):
             placement.check_mixed_precision(getattr(self, name).mixed_precision, f"{name}.mixed_precision")
-        local = Path(self.model)
-        looks_local = self.model.startswith((".", "/", "~")) or local.exists()
-        if looks_local and not (local.expanduser() / "config.json").is_file():
-            raise FlareError(f"model: {self.model} is not a model directory (no config.json)")
+        for name in ("model", "stage1_model"):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            local = Path(value)
+            looks_local = value.startswith((".", "/", "~")) or local.exists()
+            if looks_local and not (local.expanduser() / "config.json").is_file():
+                raise FlareError(f"{name}: {value} is not a model directory (no config.json)")
         return self
 
 

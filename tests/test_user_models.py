@@ -35,7 +35,8 @@ def tiny_bloom(tmp_path_factory, data_dir):
 
 def _write_study(tmp_path, data_dir, **values) -> str:
     stage = {"epochs": 1, "batch_size": 8, "learning_rate": 2e-3, "eval_batch_size": 16}
-    study = {"task": "nusax", "languages": ["jav"], "seeds": [1], "output_dir": str(tmp_path / "out"),
+    bloom = {"target_modules": ["query_key_value"], "fuse_modules": ["query_key_value"]}
+    study = {"task": "nusax", "adapter": bloom, "languages": ["jav"], "seeds": [1], "output_dir": str(tmp_path / "out"),
              "data": {"data_dir": str(data_dir), "max_train": 16, "max_valid": 8, "max_test": 8, "max_length": 24},
              "stage1": stage, "stage2": stage, **values}
     path = tmp_path / "study.yaml"
@@ -44,8 +45,7 @@ def _write_study(tmp_path, data_dir, **values) -> str:
 
 
 def test_bloom_trains_flare_with_its_fused_qkv_projection(tiny_bloom, tmp_path, data_dir, capsys):
-    study = _write_study(tmp_path, data_dir, model=str(tiny_bloom), methods=["zero-shot", "flare"],
-                         adapter={"target_modules": ["query_key_value"], "fuse_modules": ["query_key_value"]})
+    study = _write_study(tmp_path, data_dir, model=str(tiny_bloom), methods=["zero-shot", "flare"])
     assert main(["compare", study]) == 0, capsys.readouterr().err
     records = [json.loads(line) for line in (tmp_path / "out" / "results.jsonl").read_text().splitlines()]
     assert {r["method"] for r in records} == {"zero-shot", "flare"}
@@ -76,3 +76,35 @@ def test_language_map_in_the_study_is_checked_before_any_work(tmp_path, data_dir
     assert "'madurese' is not a FLORES-200 code" in capsys.readouterr().err
     good = from_dict(Study, {"task": "nusax", **common, "language_map": {"mad": "ind_Latn"}})
     good.validate()  # passes the language check (the MT model itself is checked by the plan)
+
+
+def test_stage1_reuse_and_scoring_a_saved_adapter_on_another_language(tiny_bloom, tmp_path, data_dir, capsys):
+    first = _write_study(tmp_path, data_dir, model=str(tiny_bloom), methods=["zero-shot", "flare"])
+    assert main(["compare", first]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    records = {r["method"]: r for r in map(json.loads, (tmp_path / "out/results.jsonl").read_text().splitlines())}
+
+    # a second study (another stage-2 learning rate) reuses the first one's English task model
+    stage1 = str(tmp_path / "out" / "stage1" / "model")
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    second = _write_study(sweep, data_dir, model=str(tiny_bloom), methods=["zero-shot"], stage1_model=stage1)
+    assert main(["compare", second]) == 0, capsys.readouterr().err
+    assert "stage 1: English test" not in capsys.readouterr().out  # nothing trained
+    assert not (sweep / "out" / "stage1").exists()
+    again = json.loads((sweep / "out/results.jsonl").read_text().splitlines()[0])
+    assert again["score"] == records["zero-shot"]["score"]
+
+    # the Javanese FLARE adapter scored on Sundanese: printed, not recorded
+    adapter = tmp_path / "out/runs/flare-add_relu/jav/seed1/adapter"
+    before = (tmp_path / "out/results.jsonl").read_text()
+    assert main(["evaluate", first, "--language", "sun", "--method", "flare", "--adapter_dir", str(adapter)]) == 0
+    out = capsys.readouterr().out
+    result = json.loads(out[out.index("{"):])
+    assert (result["language"], result["method"], result["adapter"]) == ("sun", "flare", str(adapter))
+    assert 0 <= result["score"] <= 100 and (tmp_path / "out/results.jsonl").read_text() == before
+    # a folder that is no adapter, or a method without one: one line, exit 2
+    assert main(["evaluate", first, "--language", "sun", "--method", "flare", "--adapter_dir", str(tmp_path)]) == 2
+    assert "is not a FLARE adapter directory" in capsys.readouterr().err
+    assert main(["evaluate", first, "--language", "sun", "--method", "flare"]) == 2
+    assert "without --adapter_dir" in capsys.readouterr().err

@@ -98,8 +98,10 @@ class FlareModel(PeftCitizen):
 
         encoder_decoder = bool(getattr(backbone.config, "is_encoder_decoder", False))
         self._decoder_only = bool(getattr(backbone, "can_generate", lambda: False)()) and not encoder_decoder
-        # encoder-decoder models: only encoder modules fuse, so the English pass is the encoder alone
-        self._english_encoder = backbone.get_encoder() if encoder_decoder else None
+        # encoder-decoder models: only encoder modules fuse, so the English pass is the encoder alone.
+        # A getter, not the module: a module attribute would register the encoder a second time
+        # (twice in state_dict, twice in saved files).
+        self._english_encoder = backbone.get_encoder if encoder_decoder else None
         self._recorder = SourceRecorder(backbone, self.fused_modules, config.source_position)
         self._side: _SourceSide | None = None
         for name, layer in self._lora.items():
@@ -218,7 +220,7 @@ class FlareModel(PeftCitizen):
         if mask is not None:
             kwargs["attention_mask"] = mask
         if self._english_encoder is not None:
-            self._english_encoder(**kwargs)
+            self._english_encoder()(**kwargs)
             return
         if not generating:
             kwargs = {**{k: v for k, v in target_kwargs.items() if k not in _TARGET_ONLY}, **kwargs}
