@@ -92,7 +92,8 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
         split: split to translate (e.g. train, valid, test).
         src_lang: language of the original text (project code, e.g. en, jav).
         tgt_lang: language to translate into.
-        model: NLLB/M2M100 checkpoint (local directory or model id).
+        model: NLLB/M2M100 checkpoint (local directory or model id), or nusax-lexicon: word by word into
+            English through the NusaX lexicons in <data_dir>/nusax-lexicon (flare/lexicon_mt.py).
         translations_dir: root folder of translation files.
         data_dir: dataset folder (default: FLARE_DATA_DIR).
         batch_size: sentences per batch.
@@ -108,6 +109,13 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
     from flare.translate import translate_dataset
 
     rows = get_task(task).load(split, src_lang, data_dir)
+    if model == "nusax-lexicon":
+        from flare.lexicon_mt import translate_with_lexicon
+
+        return str(translate_with_lexicon(
+            rows, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
+            translations_dir=translations_dir, data_dir=data_dir,
+        ).output_path)
     result = translate_dataset(
         rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
         translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,

@@ -27,6 +27,7 @@ from flare.adapter import load_flare_model
 from flare.checks import check_checkpoint, check_model
 from flare.data import Example, LoadStats, Pair
 from flare.device import resolve_placement
+from flare.english_side import english_examples, english_side
 from flare.errors import FlareError
 from flare.evaluate import evaluate, predict, score
 from flare.files import append_line, folder_lock, write_atomically
@@ -37,9 +38,12 @@ from flare.tasks import Task, get_task
 from flare.train import fit
 
 LABELS = {"zero-shot": "zero-shot", "translate-test": "translate-test", "translate-train": "translate-train (LoRA)",
-          "input-fusion": "input-level fusion"}
+          "translate-train+english": "translate-train + English (LoRA)", "input-fusion": "input-level fusion"}
 VIEWS = {"zero-shot": "target", "translate-test": "source", "translate-train": "target", "input-fusion": "input_fusion",
-         "flare": "flare", "flare-mt": "target"}
+         "flare": "flare", "flare-mt": "target", "translate-train+english": "target"}
+# Which English sides a method reads (data.train_english / data.test_english): each side is a run of its own.
+TRAINS_ON_ENGLISH = ("translate-train+english", "input-fusion", "flare")
+TESTS_ON_ENGLISH = ("translate-test", "input-fusion", "flare")
 
 
 @dataclass(frozen=True)
@@ -48,18 +52,33 @@ class Run:
     fusion: str | None
     language: str
     seed: int
+    train_english: str | None = None  # None: the method reads no English side at that stage
+    test_english: str | None = None
 
     @property
     def name(self) -> str:
-        return f"{self.method}-{self.fusion}" if self.fusion else self.method
+        """The trained run's folder name: one per English training side (test sides share it)."""
+        name = f"{self.method}-{self.fusion}" if self.fusion else self.method
+        return name if self.train_english in (None, "gold") else f"{name}+train-{self.train_english}"
+
+    @property
+    def key(self) -> str:
+        """The record's id within a task; gold English sides keep the ids of studies made before the
+        English-side settings existed."""
+        test = "" if self.test_english in (None, "gold") else f"/test-{self.test_english}"
+        return f"{self.name}/{self.language}/seed{self.seed}{test}"
 
     @property
     def label(self) -> str:
         if self.method == "flare":
-            return f"FLARE ({self.fusion})"
-        if self.method == "flare-mt":
-            return f"FLARE-MT ({self.fusion})"
-        return LABELS[self.method]
+            label = f"FLARE ({self.fusion})"
+        elif self.method == "flare-mt":
+            label = f"FLARE-MT ({self.fusion})"
+        else:
+            label = LABELS[self.method]
+        sides = [f"{stage} {side}" for stage, side in (("train", self.train_english), ("test", self.test_english))
+                 if side not in (None, "gold")]
+        return f"{label} [{', '.join(sides)}]" if sides else label
 
 
 def plan(study: Study) -> list[Run]:
@@ -73,7 +92,10 @@ def plan(study: Study) -> list[Run]:
                 if method in ("zero-shot", "translate-test") and seed != study.seeds[0]:
                     continue
                 fusions = study.fusions if method in ("flare", "flare-mt") else [None]
-                runs += [Run(method, fusion, language, seed) for fusion in fusions]
+                trains = study.data.train_english if method in TRAINS_ON_ENGLISH else [None]
+                tests = study.data.test_english if method in TESTS_ON_ENGLISH else [None]
+                runs += [Run(method, fusion, language, seed, train, test)
+                         for fusion in fusions for train in trains for test in tests]
     return runs
 
 
@@ -104,6 +126,13 @@ class Pipeline:
 
     def _limit(self, items: list, limit: int) -> list:
         return items[:limit] if limit else items
+
+    def _english(self, pairs: list[Pair], side: str | None, seed: int, language: str) -> list[Pair]:
+        """The English side `side` of (already limited) pairs, see flare/english_side.py."""
+        if side in (None, "gold"):
+            return pairs
+        data = self.study.data
+        return english_side(side, pairs, seed, language, data.lexicon_dir, data.data_dir)
 
     def _splits(self, language: str | None) -> tuple[list, list]:
         """(train, validation) items: English examples for stage 1, pairs for a target language."""
@@ -185,17 +214,27 @@ class Pipeline:
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}
         test, stats = self._test(run.language)
+        test = self._english(test, run.test_english, run.seed, run.language)
+        trained = run_dir / "trained.json"  # written once the adapter is saved: the other test sides reuse it
+        reused = adapter is None and run.test_english is not None and trained.is_file()
+        if reused:
+            adapter = run_dir / "adapter"
         if run.method in ("zero-shot", "translate-test"):
             model = backbone
         else:
-            train, valid = self._splits(run.language) if adapter is None else ([], [])
+            train, valid = [], []
+            if adapter is None:
+                train, valid = (self._english(items, run.train_english, run.seed, run.language)
+                                for items in self._splits(run.language))
+                if run.method == "translate-train+english":
+                    train = train + english_examples(train)
             source_dim = None
             if run.method == "flare-mt":
                 extra, source_dim = self._mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
         if adapter is not None:
             model = load_flare_model(backbone, adapter)
-            summary = {"adapter": str(adapter)}
+            summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
         elif run.method not in ("zero-shot", "translate-test"):
             model = adapt(
                 backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim)
@@ -206,12 +245,14 @@ class Pipeline:
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
             model.save_pretrained(run_dir / "adapter")
+            write_atomically(trained, json.dumps(summary))
         predictions = predict(model, formatter, test, self.study.stage2.eval_batch_size, extra)
         metrics = score(self.task, predictions, test, formatter.view)
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))
         return {
-            "run_id": f"{self.task.name}/{run.name}/{run.language}/seed{run.seed}", "task": self.task.name,
+            "run_id": f"{self.task.name}/{run.key}", "task": self.task.name,
+            "train_english": run.train_english, "test_english": run.test_english,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
             "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
             "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
@@ -259,7 +300,7 @@ class Pipeline:
 
     def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
         done = self.done()
-        return done, [r for r in plan(self.study) if f"{self.task.name}/{r.name}/{r.language}/seed{r.seed}" not in done]
+        return done, [r for r in plan(self.study) if f"{self.task.name}/{r.key}" not in done]
 
     def _create_output_dir(self) -> None:
         try:
@@ -277,6 +318,9 @@ class Pipeline:
             for key in ("languages", "methods", "fusions", "seeds"):
                 if isinstance(before.get(key), list):
                     settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
+            for key in ("train_english", "test_english"):
+                if isinstance((before.get("data") or {}).get(key), list):
+                    settings["data"][key] = list(dict.fromkeys([*before["data"][key], *settings["data"][key]]))
         write_atomically(  # the comment says where the last command ran; each result record says it per run
             recorded, f"# {self.placement.describe()}\n" + yaml.safe_dump(settings, sort_keys=False),
         )
@@ -366,10 +410,16 @@ class Pipeline:
             self._splits(None)
             self._english_test()
             check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
+        seed = self.study.seeds[0]
         for language in dict.fromkeys(run.language for run in runs):
-            self._test(language)
+            test = self._test(language)[0]
+            for side in dict.fromkeys(r.test_english for r in runs if r.language == language):
+                self._english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
             if trains and any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
-                self._splits(language)
+                splits = self._splits(language)
+                for side in dict.fromkeys(r.train_english for r in runs if r.language == language):
+                    for items in splits:
+                        self._english(items, side, seed, language)
         for run in runs:
             check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
 

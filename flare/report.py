@@ -33,7 +33,8 @@ BASELINE_METHOD = "translate-train"  # the `method` value of translate-train LoR
 ENGLISH = frozenset(code for code, lang in LANGUAGES.items() if lang.flores == "eng_Latn") | {"en", "eng"}
 REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "score")
 # Rows follow the paper's table order; unknown methods come after, in order of first appearance.
-METHOD_ORDER = ("zero-shot", "translate-test", "translate-train", "input-fusion", "flare-mt", "flare")
+METHOD_ORDER = ("zero-shot", "translate-test", "translate-train", "translate-train+english", "input-fusion", "flare-mt",
+                "flare")
 CSV_COLUMNS = ("run_id", "task", "model", "method", "fusion", "label", "language", "seed", "metric", "score",
                "n_test", "wall_time_s", "finished_at")
 

@@ -17,9 +17,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from flare.adapter.config import CROSS_ATTENTION_QUERIES, DECODE_FUSIONS, FUSIONS
+from flare.english_side import ENGLISH_SIDES
 from flare.errors import FlareError
 
-METHODS = ("zero-shot", "translate-test", "translate-train", "input-fusion", "flare", "flare-mt")
+# accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
+    "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio",
+}
+TRACKERS = tuple(TRACKER_PACKAGES)
+METHODS = ("zero-shot", "translate-test", "translate-train", "translate-train+english", "input-fusion", "flare",
+           "flare-mt")
 FUSED_METHODS = ("flare", "flare-mt")
 
 
@@ -70,8 +78,12 @@ class StageSettings:
         gradient_checkpointing: recompute activations in backward to save memory.
         mixed_precision: "no", "bf16" or "fp16" (GPU only).
         select_best: keep the epoch with the best validation score (else the last epoch).
-        tensorboard: also log loss, learning rate and validation score for TensorBoard.
+        tensorboard: also log loss, learning rate and validation score for TensorBoard (the same as
+            adding tensorboard to log_with; needs `pip install 'flare-xlt[tracking]'`).
         wandb_project: also log to this Weights & Biases project (needs `pip install wandb`).
+        log_with: experiment trackers, through accelerate's tracker classes (each needs its package:
+            wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio or tensorboard); logs go
+            under each run's folder where the tracker keeps local files.
     """
 
     learning_rate: Annotated[float, Range(0, 10, low_open=True)] = 5e-4
@@ -85,8 +97,9 @@ class StageSettings:
     gradient_checkpointing: bool = False
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     select_best: bool = True
-    tensorboard: bool = True
+    tensorboard: bool = False
     wandb_project: str | None = None
+    log_with: list[Literal[TRACKERS]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,6 +119,13 @@ class DataSettings:
         max_valid: keep at most this many validation rows (0: all).
         max_test: keep at most this many test rows (0: all).
         max_length: tokens per side (input-level fusion gets twice this).
+        train_english: English sides to train with (flare, input-fusion, translate-train+english), one run
+            each: gold, shuffled (another example's English), self (the target text), noise10/30/50 (word
+            dropout/replacement on the gold English), lexicon (word-by-word NusaX-lexicon MT); see
+            flare/english_side.py. Valid data gets the same side.
+        test_english: English sides to test with (flare, input-fusion, translate-test); each trained run is
+            scored on every one of them.
+        lexicon_dir: folder of the NusaX lexicons for the lexicon side (default: <data_dir>/nusax-lexicon).
     """
 
     data_dir: str | None = None
@@ -119,6 +139,9 @@ class DataSettings:
     max_valid: Count = 0
     max_test: Count = 0
     max_length: Annotated[int, Range(1, 1 << 20)] = 128
+    train_english: list[Literal[ENGLISH_SIDES]] = field(default_factory=lambda: ["gold"])
+    test_english: list[Literal[ENGLISH_SIDES]] = field(default_factory=lambda: ["gold"])
+    lexicon_dir: str | None = None
 
 
 @dataclass
@@ -132,7 +155,8 @@ class AdapterSettings:
         target_modules: module names that get LoRA, or "all-linear"; empty: the query/value projections.
         source_position: "module_input" (what the fused linear sees) or "layer_input" (the reference code's
             residual stream).
-        decode_fusion: what generated tokens fuse: "none" or "last".
+        decode_fusion: what target positions past the last real English token fuse (generated tokens,
+            and on decoders also answer positions in a training forward): "none" or "last".
         cross_attention_heads: heads of the cross_attention fusion.
         fuse_modules: module names whose LoRA fuses the English side; empty: the query and value
             projections (q_proj/v_proj, query/value or q/v). Models with a fused query-key-value
@@ -157,7 +181,8 @@ class Study:
         task: built-in task (xnli, nusax, tydiqa) or a custom task YAML file.
         model: model id, local path or alias (e.g. multilingual-e5-small, resolved offline).
         languages: target languages (project codes of the task, e.g. jav, sun).
-        methods: any of zero-shot, translate-test, translate-train, input-fusion, flare, flare-mt.
+        methods: any of zero-shot, translate-test, translate-train, translate-train+english (LoRA on the
+            target data plus its English sides as extra examples), input-fusion, flare, flare-mt.
         fusions: fusion functions tried for the flare and flare-mt methods.
         seeds: seeds of stage 2 (stage 1 uses the first).
         output_dir: where checkpoints, logs and results go.
@@ -207,8 +232,8 @@ class Study:
 
         from_dict(type(self), dataclasses.asdict(self))
         task = get_task(self.task)
-        for name in ("languages", "methods", "fusions", "seeds"):
-            values = getattr(self, name)
+        for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english"):
+            values = getattr(self.data, name[5:]) if name.startswith("data.") else getattr(self, name)
             if not values and (name != "fusions" or any(m in FUSED_METHODS for m in self.methods)):
                 needs = " (the flare methods need a fusion)" if name == "fusions" else ""
                 raise FlareError(f"{name}: the list is empty; give at least one{needs}")
@@ -242,6 +267,7 @@ class Study:
         placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
         for name in ("stage1", "stage2"):
             placement.check_mixed_precision(getattr(self, name).mixed_precision, f"{name}.mixed_precision")
+            check_trackers(getattr(self, name), name)
         for name in ("model", "stage1_model"):
             value = getattr(self, name)
             if value is None:
@@ -251,6 +277,29 @@ class Study:
             if looks_local and not (local.expanduser() / "config.json").is_file():
                 raise FlareError(f"{name}: {value} is not a model directory (no config.json)")
         return self
+
+
+def trackers(stage: StageSettings) -> list[str]:
+    """The accelerate trackers a stage logs to: log_with, plus the tensorboard and wandb_project switches."""
+    names = list(stage.log_with)
+    if stage.tensorboard:
+        names.append("tensorboard")
+    if stage.wandb_project:
+        names.append("wandb")
+    return list(dict.fromkeys(names))
+
+
+def check_trackers(stage: StageSettings, where: str) -> None:
+    """Every tracker's package is installed: found in the plan, not after stage 1 has trained."""
+    import importlib.util
+
+    for name in trackers(stage):
+        package = TRACKER_PACKAGES[name]
+        if importlib.util.find_spec(package) is None:
+            install = "'flare-xlt[tracking]'" if package == "tensorboard" else package
+            raise FlareError(
+                f"{where}.log_with: the {name} tracker needs the {package} package (pip install {install})"
+            )
 
 
 def from_dict(cls: type, values: Any, where: str = "") -> Any:
@@ -380,8 +429,9 @@ def study_to_dict(study: Study) -> dict[str, Any]:
 # first seed, which trains stage 1) decides what a run computes.
 RESUMABLE_CHANGES = frozenset({
     "languages", "methods", "fusions", "seeds", "output_dir", "device", "data.data_dir", "data.translations_dir",
+    "data.train_english", "data.test_english", "data.lexicon_dir",
     *(f"{stage}.{name}" for stage in ("stage1", "stage2")
-      for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project")),
+      for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project", "log_with")),
 })
 
 

@@ -29,7 +29,7 @@ from transformers import get_linear_schedule_with_warmup
 from flare.device import autocast, autocast_dtype, model_device
 from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
-from flare.settings import StageSettings
+from flare.settings import StageSettings, trackers
 
 Evaluate = Callable[[torch.nn.Module], float]
 
@@ -213,39 +213,42 @@ def fit(
 
 
 class _Loggers:
-    """TensorBoard and (optionally) Weights & Biases, beside the CSV log."""
+    """Experiment trackers beside the CSV log, through accelerate's tracker classes: TensorBoard,
+    W&B, MLflow, Comet, Aim, ClearML, ... with one interface (the plan has checked their packages)."""
 
     def __init__(self, settings: StageSettings, run_dir: Path, name: str) -> None:
-        self.writer = self.wandb = None
-        if settings.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-        if settings.wandb_project:
-            try:
-                import wandb
-            except ImportError:
-                raise FlareError("wandb_project is set but wandb is not installed (pip install wandb)") from None
-            self.wandb = wandb.init(project=settings.wandb_project, name=name, dir=str(run_dir), reinit=True)
+        project = settings.wandb_project or "flare-xlt"
+        # per-tracker arguments: where its local files go, and this run's name
+        extra = {"wandb": {"name": name, "dir": str(run_dir)}, "mlflow": {"run_name": name}}
+        self.trackers = []
+        for tracker_name in trackers(settings):
+            cls = LOGGER_TYPE_TO_CLASS[tracker_name]
+            if tracker_name == "tensorboard":  # events in <run>/tensorboard, as before
+                tracker = cls("tensorboard", run_dir)
+            elif cls.requires_logging_directory:
+                tracker = cls(project, run_dir / tracker_name, **extra.get(tracker_name, {}))
+            else:
+                tracker = cls(project, **extra.get(tracker_name, {}))
+            tracker.start()
+            self.trackers.append(tracker)
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log(values, step=step)
 
     def step(self, step: int, loss: float, learning_rate: float) -> None:
-        if self.writer:
-            self.writer.add_scalar("train/loss", loss, step)
-            self.writer.add_scalar("train/learning_rate", learning_rate, step)
-        if self.wandb:
-            self.wandb.log({"train/loss": loss, "train/learning_rate": learning_rate}, step=step)
+        self._log({"train/loss": loss, "train/learning_rate": learning_rate}, step)
 
     def epoch(self, row: dict[str, Any]) -> None:
-        if self.writer and row["valid_score"] is not None:
-            self.writer.add_scalar("valid/score", row["valid_score"], row["step"])
-        if self.wandb and row["valid_score"] is not None:
-            self.wandb.log({"valid/score": row["valid_score"]}, step=row["step"])
+        if row["valid_score"] is not None:
+            self._log({"valid/score": row["valid_score"]}, row["step"])
 
     def close(self) -> None:
-        if self.writer:
-            self.writer.close()
-        if self.wandb:
-            self.wandb.finish()
+        for tracker in self.trackers:
+            tracker.finish()
+
 
 
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
