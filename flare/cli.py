@@ -9,9 +9,11 @@ is saved at every epoch (training), batch (translation) and finished run.
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -31,7 +33,15 @@ def compare(study, time_budget_minutes: float = 0.0) -> Path:
 
 
 def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu") -> dict:
-    """Train and evaluate one run of a study (stage 1 is trained first if missing)."""
+    """Train and evaluate one run of a study (stage 1 is trained first if missing).
+
+    Args:
+        method: translate-train, translate-train+english, input-fusion, flare or flare-mt (zero-shot and
+            translate-test train nothing: see `flare evaluate`).
+        language: the target language of the run.
+        seed: the stage-2 seed.
+        fusion: the fusion function of flare and flare-mt.
+    """
     from flare.pipeline import Pipeline, Run
     from flare.settings import METHODS
 
@@ -124,18 +134,20 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
     return str(result.output_path)
 
 
-def report(results: str, out_dir: str | None = None, against: list[str] | None = None) -> dict:
+def report(results: str, out_dir: str | None = None, against: list[str] | str | None = None) -> dict:
     """Write results.csv, results.md and results.png from a results.jsonl.
 
     Args:
         results: path of results.jsonl.
         out_dir: where to write (default: next to results.jsonl).
-        against: method labels (as in the tables, e.g. "FLARE (cross_attention)") that each get a
-            paired-difference table of their own, besides the one against translate-train LoRA.
+        against: a method label as in the tables (e.g. "FLARE (cross_attention)"), or a list of them,
+            that each get a paired-difference table of their own, besides the one against
+            translate-train LoRA.
     """
     from flare.report import report as write_report
 
-    return {k: str(v) for k, v in write_report(results, out_dir, against=against or ()).items()}
+    labels = [against] if isinstance(against, str) else list(against or ())
+    return {k: str(v) for k, v in write_report(results, out_dir, against=labels).items()}
 
 
 def predict(study, language: str, text: str, english: str | None = None, method: str = "flare",
@@ -177,6 +189,7 @@ COMMANDS = {
     "translate": translate, "report": report, "predict": predict,
 }
 STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
+SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/seed of their own
 
 
 def _parser():
@@ -188,7 +201,8 @@ def _parser():
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subcommands(required=True, dest="command")
     for name, function in COMMANDS.items():
-        sub = ArgumentParser(description=function.__doc__, exit_on_error=False)
+        summary, description = _describe(function)
+        sub = ArgumentParser(description=description, exit_on_error=False)
         if name in STUDY_COMMANDS:
             sub.add_argument(
                 "--config", action=ActionConfigFile, help="study YAML (may be given first, without --config)"
@@ -199,14 +213,30 @@ def _parser():
                 if action.dest in ranges and action.help:
                     action.help = f"{action.help.rstrip()} Range: {ranges[action.dest]}."
             sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
+            for action in sub._actions:  # the lists of runs are the command's own arguments here
+                if name in SINGLE_RUN_COMMANDS and action.dest in ("languages", "methods", "fusions", "seeds"):
+                    action.help = argparse.SUPPRESS
         else:
             sub.add_function_arguments(function, fail_untyped=False, as_positional=name == "report")
-        commands.add_subcommand(name, sub, help=(function.__doc__ or "").splitlines()[0])
+        commands.add_subcommand(name, sub, help=summary)
     return parser
+
+
+def _describe(function) -> tuple[str, str]:
+    """(one-sentence summary, description) of a command from its docstring, without the Args:
+    section, which jsonargparse prints argument by argument."""
+    import docstring_parser
+
+    doc = docstring_parser.parse(function.__doc__ or "")
+    text = " ".join(part for part in (doc.short_description, doc.long_description) if part)
+    summary = re.split(r"\.\s+(?=[A-Z])", text)[0].rstrip(".") + "."  # "e.g. a" ends no sentence
+    return summary, text
 
 
 def _placement(name: str, values: dict):
     """Where the command's models will run, for the commands that load one."""
+    if name not in STUDY_COMMANDS and name != "translate":
+        return None  # `report` loads no model and needs no torch
     from flare.device import resolve_placement
 
     if name in STUDY_COMMANDS:
@@ -294,10 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         if name in STUDY_COMMANDS:
             fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
             values["study"] = from_dict(Study, fields).validate()
-        # torch and transformers load only now, so `--help` and argument errors stay fast
-        from flare.pipeline import quiet_libraries
+        if name != "report":  # torch and transformers load only now: `--help`, errors and reports stay fast
+            from flare.pipeline import quiet_libraries
 
-        quiet_libraries()
+            quiet_libraries()
         placement = _placement(name, values)
         if placement is not None:  # settled (a missing GPU refused) before any work; said before it starts
             print(placement.describe(), flush=True)
