@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from pathlib import Path
+from typing import Literal
 
 from flare.errors import FlareError
 
@@ -151,7 +152,7 @@ def report(results: str, out_dir: str | None = None, against: list[str] | str | 
 
 
 def predict(study, language: str, text: str, english: str | None = None, method: str = "flare",
-            fusion: str = "add_relu", seed: int = 1) -> list[str]:
+            fusion: str = "add_relu", seed: int = 1, output: Literal["labels", "jsonl"] = "labels") -> list[str] | str:
     """Label new target-language inputs with a trained run of a study.
 
     Args:
@@ -162,10 +163,17 @@ def predict(study, language: str, text: str, english: str | None = None, method:
         method: the trained method whose adapter to use.
         fusion: its fusion (flare, flare-mt).
         seed: its seed.
+        output: "labels" (a JSON list of labels or answers) or "jsonl" (one JSON object per input:
+            id, text, label and class probabilities, or answer).
     """
     from flare.predict import predict_texts
 
-    return predict_texts(study, language, _lines(text), _lines(english) if english else None, method, fusion, seed)
+    details: list[dict] = []
+    labels = predict_texts(study, language, _lines(text), _lines(english) if english else None, method, fusion, seed,
+                           details if output == "jsonl" else None)
+    if output == "jsonl":
+        return "\n".join(json.dumps(row, ensure_ascii=False) for row in details)
+    return labels
 
 
 def _lines(value: str) -> list[str]:

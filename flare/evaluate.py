@@ -38,8 +38,11 @@ def _chunks(items: Sequence[Any], size: int):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,
-            extra: ExtraInputs | None = None, progress: bool = True) -> dict[str, Any]:
-    """Prediction per example id: a label index (classification) or an answer string (QA)."""
+            extra: ExtraInputs | None = None, progress: bool = True,
+            probabilities: dict[str, list[float]] | None = None) -> dict[str, Any]:
+    """Prediction per example id: a label index (classification) or an answer string (QA). A
+    `probabilities` dict receives each classified example's class distribution (the softmax of
+    the classifier's logits, or of the label words' log-likelihoods for generative models)."""
     model.eval()
     device = model_device(model)
     amp = autocast_dtype(model)  # as in training: float32 adapter weights on a bfloat16 base compute in bfloat16
@@ -47,14 +50,15 @@ def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pa
     bar = tqdm(total=len(items), desc="evaluate", leave=False, disable=not progress, dynamic_ncols=True)
     for chunk in _chunks(list(items), batch_size):
         with autocast(device, amp):
-            out.update(_predict_chunk(model, formatter, chunk, extra, device))
+            out.update(_predict_chunk(model, formatter, chunk, extra, device, probabilities))
         bar.update(len(chunk))
     bar.close()
     return out
 
 
 def _predict_chunk(model: torch.nn.Module, formatter: PairFormatter, chunk: Sequence[Pair | Example],
-                   extra: ExtraInputs | None, device: torch.device) -> dict[str, Any]:
+                   extra: ExtraInputs | None, device: torch.device,
+                   probabilities: dict[str, list[float]] | None = None) -> dict[str, Any]:
     task, family = formatter.task, formatter.family
     out: dict[str, Any] = {}
     inputs = _to(extra(chunk), device) if extra is not None else {}  # e.g. FLARE-MT states, kept on the CPU
@@ -66,9 +70,14 @@ def _predict_chunk(model: torch.nn.Module, formatter: PairFormatter, chunk: Sequ
         logits = model(**batch, **repeated).logits
         scores = candidate_log_likelihood(logits, batch["labels"], k, shift=family == "decoder")
         out.update(zip(ids, scores.argmax(-1).tolist()))
+        if probabilities is not None:
+            probabilities.update(zip(ids, scores.float().softmax(-1).tolist()))
     elif task.type == "classification":
         batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
-        out.update(zip(ids, model(**batch, **inputs).logits.argmax(-1).tolist()))
+        logits = model(**batch, **inputs).logits
+        out.update(zip(ids, logits.argmax(-1).tolist()))
+        if probabilities is not None:
+            probabilities.update(zip(ids, logits.float().softmax(-1).tolist()))
     elif family == "encoder":
         features = formatter.features(chunk, train=False)
         batch = _to(formatter.collate(features), device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from flare.adapter import load_flare_model
 from flare.adapter.io import check_adapter_dir
@@ -56,10 +57,11 @@ def english_side(texts: list[str], language: str, source_language: str, mt_model
 
 
 def predict_texts(study: Study, language: str, texts: list[str], english: list[str] | None, method: str = "flare",
-                  fusion: str = "add_relu", seed: int = 1) -> list[str]:
+                  fusion: str = "add_relu", seed: int = 1, details: list[dict[str, Any]] | None = None) -> list[str]:
     """Predicted labels (classification) or answers (QA) for the texts, in order. The English side
     (flare, input-fusion, translate-test) is `english` when given, else translated on the fly
-    with study.mt_model; flare-mt feeds study.mt_model's encoder states instead."""
+    with study.mt_model; flare-mt feeds study.mt_model's encoder states instead. A `details` list
+    receives one record per input: id, text, label and class probabilities (or the answer)."""
     task = get_task(study.task)
     task.check_language(language)
     placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
@@ -116,8 +118,19 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
             return {"source_states": states, "source_attention_mask": mask}
 
     formatter = PairFormatter(task, tokenizer, family, view, FormatSettings(max_length=study.data.max_length))
-    predictions = predict(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False)
+    distributions: dict[str, list[float]] = {}
+    predictions = predict(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False,
+                          probabilities=distributions)
     ids = [str(i) for i in range(len(texts))]
+    if details is not None:
+        for number, i in enumerate(ids):
+            row: dict[str, Any] = {"id": number, "text": texts[number]}
+            if task.type == "classification":
+                row["label"] = task.labels[predictions[i]]
+                row["probabilities"] = {label: round(p, 6) for label, p in zip(task.labels, distributions[i])}
+            else:
+                row["answer"] = predictions[i]
+            details.append(row)
     if task.type == "classification":
         return [task.labels[predictions[i]] for i in ids]
     return [predictions[i] for i in ids]

@@ -121,3 +121,18 @@ def test_saved_adapters_name_their_base_absolutely_and_carry_a_card(tiny_bloom, 
     assert base.startswith("/") and (tmp_path / "out/stage1/model").resolve() == Path(base)
     card = (adapter / "README.md").read_text()
     assert "source_input_ids" in card and "add_relu" in card
+    # predictions with class probabilities, one JSON line per input
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("Aku seneng banget\nPanganane ora enak\n", encoding="utf-8")
+    english = tmp_path / "english.txt"
+    english.write_text("I am very happy\nThe food is not good\n", encoding="utf-8")
+    capsys.readouterr()
+    assert main(["predict", study, "--language", "jav", "--text", str(inputs), "--english", str(english),
+                 "--output", "jsonl"]) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()[-2:]]
+    assert [r["id"] for r in rows] == [0, 1] and rows[0]["text"] == "Aku seneng banget"
+    for row in rows:
+        probabilities = row["probabilities"]
+        assert set(probabilities) == {"negative", "neutral", "positive"}
+        assert abs(sum(probabilities.values()) - 1) < 1e-4
+        assert row["label"] == max(probabilities, key=probabilities.get)
