@@ -17,7 +17,8 @@ Keys (required: name, type, languages, files; classification also needs labels):
     splits: [train, test]           # with a pattern: all languages, or {language: [splits]}
     parallel: true                  # languages are human translations of each other
     pair_by: id                     # or row
-    metric: macro_f1
+    metric: macro_f1                # or your own: "module:function" or "metrics.py:function"
+                                    # (beside this file), called as function(predictions, references)
     prompt: {body: "Review: {text}", cue: "Sentiment:"}
     seq2seq_prompt: {body: "review: {text}", cue: ""}
     verbalizer: [bad, good]         # answer words for decoders / mT5; default: labels
@@ -28,6 +29,7 @@ can travel together.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -160,8 +162,12 @@ def task_from_yaml(path: Path) -> Task:
     files, splits = _files(spec["files"], spec.get("splits"), languages, path.parent, where)
     metrics = _METRICS[task_type] if "metrics" not in spec else _str_list(spec["metrics"], where, "metrics")
     metric = str(spec.get("metric", "accuracy" if task_type == "classification" else "f1"))
+    metric_function = None
+    if ":" in metric:  # a Python callable: "module:function" or "file.py:function" beside the YAML
+        metric_function = _metric_callable(metric, path.parent, where)
+        metrics = [*metrics, metric]
     if metric not in metrics:
-        raise FlareError(f"{where}: metric '{metric}' must be one of {', '.join(metrics)}")
+        raise FlareError(f"{where}: metric '{metric}' must be one of {', '.join(metrics)}, or 'module:function'")
     verbalizer = _str_list(spec.get("verbalizer", labels), where, "verbalizer") if labels else []
     if len(verbalizer) != len(labels):
         raise FlareError(f"{where}: verbalizer needs one word per label ({len(labels)})")
@@ -185,5 +191,32 @@ def task_from_yaml(path: Path) -> Task:
         encoder_fields=["question", "context"] if task_type == "qa" else text_fields,
         decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
         parallel=bool(spec.get("parallel", False)), pair_by=pair_by, kind="custom", files=files, columns=column_spec,
-        label_map=label_map or None,
+        label_map=label_map or None, metric_function=metric_function,
     )
+
+
+def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, list], float]:
+    """The user's metric function, named as `module:function` (importable) or `file.py:function`
+    (relative to the task file). It is the user's own code, run as they asked; nothing is fetched."""
+    import importlib
+    import importlib.util
+
+    source, _, name = spec.rpartition(":")
+    try:
+        if source.endswith(".py"):
+            file = (folder / source).resolve()
+            if not file.is_file():
+                raise FlareError(f"{where}: metric file {file} not found")
+            loader = importlib.util.spec_from_file_location(f"flare_user_metric_{file.stem}", file)
+            module = importlib.util.module_from_spec(loader)
+            loader.loader.exec_module(module)
+        else:
+            module = importlib.import_module(source)
+    except FlareError:
+        raise
+    except Exception as error:  # the user's module failed to import: say which and why, in one line
+        raise FlareError(f"{where}: metric {spec!r} could not be loaded ({type(error).__name__}: {error})") from None
+    function = getattr(module, name, None)
+    if not callable(function):
+        raise FlareError(f"{where}: metric {spec!r}: {source} has no function {name!r}")
+    return function

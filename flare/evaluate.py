@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 
 from flare.data import Example, Pair
 from flare.device import autocast, autocast_dtype, model_device
+from flare.errors import FlareError
 from flare.formats import PairFormatter, candidate_log_likelihood, parse_answer
 from flare.metrics import compute_metrics
 from flare.qa import decode_answers
@@ -120,9 +121,16 @@ def _per_window(
 def score(task: Any, predictions: dict[str, Any], items: Sequence[Pair | Example], view: str) -> dict[str, float]:
     """The task's metrics over the items (every item must have a prediction)."""
     references = [reference_side(item, view) for item in items]
-    if task.type == "classification":
-        return compute_metrics("classification", [predictions[r.id] for r in references], [r.label for r in references])
-    return compute_metrics("qa", [predictions[r.id] for r in references], [r.answers for r in references])
+    predicted = [predictions[r.id] for r in references]
+    gold = [r.label for r in references] if task.type == "classification" else [r.answers for r in references]
+    metrics = compute_metrics(task.type, predicted, gold)
+    if getattr(task, "metric_function", None) is not None:  # a custom task's own metric
+        value = task.metric_function(predicted, gold)
+        try:
+            metrics[task.metric] = float(value)
+        except (TypeError, ValueError):
+            raise FlareError(f"metric {task.metric}: returned {value!r:.60}, not a number") from None
+    return metrics
 
 
 def evaluate(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,

@@ -8,6 +8,7 @@ translation files, or, for built-in tasks whose local files are absent, from the
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -61,6 +62,8 @@ class Task:
     files: dict[str, dict[str, Path]] = field(default_factory=dict)  # custom: split -> language -> file
     columns: ColumnSpec | None = None
     label_map: dict[str, str] | None = None
+    # a user's metric (custom tasks): (predictions, references) -> score in 0..100, named `metric`
+    metric_function: Callable[[list, list], float] | None = None
 
     @property
     def target_languages(self) -> list[str]:
