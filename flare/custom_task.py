@@ -41,7 +41,7 @@ from flare.tasks import QA_METRICS, PromptTemplate, Task
 _KEYS = {
     "name", "type", "languages", "source_language", "labels", "label_map", "text_fields", "columns", "id_column",
     "label_column", "answers_column", "answer_text_column", "answer_start_column", "files", "splits", "parallel",
-    "pair_by", "metric", "metrics", "prompt", "seq2seq_prompt", "verbalizer", "description",
+    "pair_by", "metric", "metrics", "prompt", "seq2seq_prompt", "verbalizer", "description", "dataset",
 }
 _METRICS = {"classification": ["accuracy", "macro_f1"], "qa": QA_METRICS}
 
@@ -118,9 +118,13 @@ def task_from_yaml(path: Path) -> Task:
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise FlareError(f"{where}: unknown key(s) {', '.join(unknown)}")
-    for key in ("name", "type", "languages", "files"):
+    for key in ("name", "type", "languages"):
         if key not in spec:
             raise FlareError(f"{where}: missing required key '{key}'")
+    if ("files" in spec) == ("dataset" in spec):
+        raise FlareError(
+            f"{where}: give 'files' (local files) or 'dataset' (datasets.load_dataset arguments), one of them"
+        )
     task_type = spec["type"]
     if task_type not in ("classification", "qa"):
         raise FlareError(f"{where}: 'type' must be classification or qa, got {task_type!r}")
@@ -159,7 +163,11 @@ def task_from_yaml(path: Path) -> Task:
     for raw, name in label_map.items():
         if name not in labels:
             raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")
-    files, splits = _files(spec["files"], spec.get("splits"), languages, path.parent, where)
+    dataset = _dataset(spec["dataset"], path.parent, where) if "dataset" in spec else None
+    # with a dataset, the pattern only lays out which splits exist per language
+    files, splits = _files(spec.get("files", "{language}/{split}"), spec.get("splits"), languages, path.parent, where)
+    if dataset is not None:
+        files = {}
     metrics = _METRICS[task_type] if "metrics" not in spec else _str_list(spec["metrics"], where, "metrics")
     metric = str(spec.get("metric", "accuracy" if task_type == "classification" else "f1"))
     metric_function = None
@@ -185,14 +193,43 @@ def task_from_yaml(path: Path) -> Task:
         name=str(spec["name"]), type=task_type, languages=languages, source_language=source, labels=labels,
         metric=metric, metrics=metrics, text_fields=text_fields, splits=splits,
         split_roles={
-            "train": "train", "validation": "valid" if "valid" in files else ("dev" if "dev" in files else None),
+            "train": "train",
+            "validation": next((s for s in ("valid", "dev") if any(s in names for names in splits.values())), None),
             "test": test_split,
         },
         encoder_fields=["question", "context"] if task_type == "qa" else text_fields,
         decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
         parallel=bool(spec.get("parallel", False)), pair_by=pair_by, kind="custom", files=files, columns=column_spec,
-        label_map=label_map or None, metric_function=metric_function,
+        label_map=label_map or None, metric_function=metric_function, dataset=dataset,
     )
+
+
+def _dataset(value: Any, base: Path, where: str) -> dict[str, Any]:
+    """`datasets.load_dataset` arguments: a Hub id, or a mapping with `path` (a Hub id or a builder
+    such as csv/json/parquet) and optional `name`, `data_files` (relative to the task file, like
+    `files`), `split`, `revision`; the strings {language} and {split} are filled in per load."""
+    if isinstance(value, str):
+        value = {"path": value}
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str) or not value["path"]:
+        raise FlareError(f"{where}: 'dataset' must be a Hub id or a mapping with a 'path'")
+    allowed = {"path", "name", "data_files", "data_dir", "split", "revision"}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise FlareError(f"{where}: dataset: unknown key(s) {', '.join(unknown)} (known: {', '.join(sorted(allowed))})")
+
+    def beside(files: Any) -> Any:
+        if isinstance(files, str):
+            return files if "://" in files or Path(files).is_absolute() else str(base / files)
+        if isinstance(files, list):
+            return [beside(f) for f in files]
+        if isinstance(files, dict):
+            return {k: beside(f) for k, f in files.items()}
+        return files
+
+    value = dict(value)
+    if "data_files" in value:
+        value["data_files"] = beside(value["data_files"])
+    return value
 
 
 def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, list], float]:

@@ -7,6 +7,7 @@ rows go through the same validation as local files, so both sources give identic
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from flare.data import Example, LoadStats, check_answers, label_index, require_text
 from flare.errors import FlareError
@@ -31,6 +32,32 @@ def _load(path: str, config: str | None, split: str):
             f"local files missing and the Hub dataset {path}/{config} split {split} could not be loaded: "
             f"{type(err).__name__}"
         ) from None
+
+
+def load_dataset_rows(arguments: dict[str, Any], split: str, language: str) -> tuple[list[dict], list[str], str]:
+    """Rows and column names of one (split, language) of a custom task declared with `dataset:`
+    (`datasets.load_dataset` arguments; {language} and {split} are filled in)."""
+    def fill(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("{language}", language).replace("{split}", split)
+        if isinstance(value, list):
+            return [fill(v) for v in value]
+        if isinstance(value, dict):
+            return {k: fill(v) for k, v in value.items()}
+        return value
+
+    filled = {key: fill(value) for key, value in arguments.items()}
+    filled.setdefault("split", split)
+    name = f"/{filled['name']}" if filled.get("name") else ""
+    where = f"dataset {filled['path']}{name} split {filled['split']}"
+    try:
+        from datasets import load_dataset
+
+        rows = load_dataset(**filled)
+    except Exception as err:  # a missing dataset, split or file, or no network: one line
+        message = " ".join(str(err).split())[:200]
+        raise FlareError(f"{where} could not be loaded: {type(err).__name__}: {message}") from None
+    return [dict(row) for row in rows], list(rows.column_names), where
 
 
 def load_from_hub(

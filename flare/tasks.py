@@ -11,7 +11,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from flare.data import (
     ColumnSpec,
@@ -64,6 +64,7 @@ class Task:
     label_map: dict[str, str] | None = None
     # a user's metric (custom tasks): (predictions, references) -> score in 0..100, named `metric`
     metric_function: Callable[[list, list], float] | None = None
+    dataset: dict[str, Any] | None = None  # custom: datasets.load_dataset arguments instead of files
 
     @property
     def target_languages(self) -> list[str]:
@@ -108,7 +109,14 @@ class Task:
         """Examples of one split in one language. Pass `stats` to learn what was skipped."""
         self.check_split(split, language)
         path = self.local_path(split, language, data_dir)
-        if path is None:
+        if self.dataset is not None:
+            from flare.hub import load_dataset_rows
+
+            rows, columns, source = load_dataset_rows(self.dataset, split, language)
+            examples = examples_from_records(
+                rows, columns, Path(source), language, self.columns, self.type, self.labels, self.label_map, stats
+            )
+        elif path is None:
             if self.kind == "custom":
                 raise FlareError(
                     f"task {self.name}: file for split '{split}', language '{language}' not found: "

@@ -120,7 +120,7 @@ def test_custom_qa_csv(tmp_path):
     [
         (BASE + "files: x.csv\nsplits: [test]\ncolour: red\n", "unknown key(s) colour"),
         (BASE.replace("[neg, pos]", "[no, yes]") + "files: x.csv\nsplits: [test]\n", "quote"),
-        ("name: t\ntype: classification\nlanguages: [en]\nlabels: [a, b]\n", "missing required key 'files'"),
+        ("name: t\ntype: classification\nlanguages: [en]\nlabels: [a, b]\n", "give 'files' (local files) or 'dataset'"),
         (BASE.replace("classification", "regression") + "files: x.csv\nsplits: [test]\n", "'type' must be"),
         (BASE.replace("[neg, pos]", "[pos]") + "files: x.csv\nsplits: [test]\n", "at least two labels"),
         (BASE + "files: x.csv\n", "'splits' must list"),
