@@ -6,7 +6,10 @@
 A random Llama (no download) with LoRA on all linear layers (r 8, alpha 16), AdamW, fp32 on CPU:
 - lora: translate-train LoRA on the target sequence (length L);
 - flare: the same plus the English side (length L), fused in q_proj/v_proj (add_relu);
-- input_fusion: plain LoRA on English and target concatenated (length 2L).
+- input_fusion: plain LoRA on English and target concatenated (length 2L);
+- floor: what FLARE cannot avoid, measured the same way: a LoRA step plus one no-grad forward of
+  the English side through the frozen base (adapters off, eval mode), stopped at the input of the
+  last fused module. FLARE's own cost above this row is the fusion itself and its bookkeeping.
 Each method runs in its own process so peak memory is its own; rounds alternate the methods so
 drift of the machine affects all of them alike. Peak memory is the highest resident set size
 sampled during the steps, minus the resident size before the first step (model and optimizer
@@ -24,7 +27,7 @@ import sys
 import threading
 import time
 
-METHODS = ("lora", "flare", "input_fusion")
+METHODS = ("lora", "floor", "flare", "input_fusion")
 
 
 def _rss_bytes() -> int:
@@ -58,7 +61,29 @@ def run_one(args: argparse.Namespace) -> dict:
         inputs = {"input_ids": target}
     labels = inputs["input_ids"]
 
+    class Reached(Exception):
+        pass
+
+    def stop(*_):
+        raise Reached
+
+    last_fused = dict(model.backbone.named_modules())[model.fused_modules[-1]]
+
+    def english_pass() -> None:  # the floor's extra work: FLARE's English pass, nothing else
+        handle = last_fused.register_forward_pre_hook(stop)
+        model.eval()
+        try:
+            with torch.no_grad(), model.peft_model.disable_adapter():
+                model.backbone(input_ids=english, use_cache=False)
+        except Reached:
+            pass
+        finally:
+            handle.remove()
+            model.train()
+
     def step() -> None:
+        if args.method == "floor":
+            english_pass()
         loss = model(**inputs, labels=labels).loss
         loss.backward()
         optimizer.step()

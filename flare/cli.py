@@ -43,7 +43,8 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
         seed: the stage-2 seed.
         fusion: the fusion function of flare and flare-mt.
     """
-    from flare.pipeline import Pipeline, Run
+    from flare.pipeline import Pipeline
+    from flare.runs import Run
     from flare.settings import METHODS
 
     if method not in METHODS:
@@ -70,7 +71,8 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
         adapter_dir: a saved adapter folder (e.g. runs/flare-add_relu/jav/seed1/adapter).
     """
     from flare.adapter.io import check_adapter_dir
-    from flare.pipeline import Pipeline, Run
+    from flare.pipeline import Pipeline
+    from flare.runs import Run
     from flare.settings import FUSED_METHODS, METHODS
 
     trained = [m for m in METHODS if m not in ("zero-shot", "translate-test")]

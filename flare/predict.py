@@ -13,7 +13,7 @@ from flare.errors import FlareError
 from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
 from flare.modeling import load_backbone
-from flare.pipeline import VIEWS, Run
+from flare.runs import VIEWS, Run
 from flare.settings import Study
 from flare.tasks import get_task
 

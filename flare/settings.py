@@ -8,9 +8,6 @@ prints the same text.
 from __future__ import annotations
 
 import dataclasses
-import math
-import reprlib
-import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +16,7 @@ from typing import Annotated, Any, Literal
 from flare.adapter.config import CROSS_ATTENTION_QUERIES, DECODE_FUSIONS, FUSIONS
 from flare.english_side import ENGLISH_SIDES
 from flare.errors import FlareError
+from flare.setting_types import Range, check_type, from_dict
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
 TRACKER_PACKAGES = {
@@ -29,32 +27,6 @@ TRACKERS = tuple(TRACKER_PACKAGES)
 METHODS = ("zero-shot", "translate-test", "translate-train", "translate-train+english", "input-fusion", "flare",
            "flare-mt")
 FUSED_METHODS = ("flare", "flare-mt")
-
-
-@dataclass(frozen=True)
-class Range:
-    """The interval a number setting must lie in, declared with its type (`Annotated[int, Range(1)]`):
-    `flare --help` shows it, and `from_dict` (the Python API and the CLI alike) enforces it."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # the bound itself is excluded
-    high_open: bool = False
-
-    def check(self, value: float, name: str) -> None:
-        too_low = self.low is not None and (value <= self.low if self.low_open else value < self.low)
-        too_high = self.high is not None and (value >= self.high if self.high_open else value > self.high)
-        if too_low or too_high:
-            raise FlareError(f"{name}: {value!r} is out of range (must be {self!r})")
-
-    def __repr__(self) -> str:
-        low = None if self.low is None else f"{'>' if self.low_open else '>='} {_number(self.low)}"
-        high = None if self.high is None else f"{'<' if self.high_open else '<='} {_number(self.high)}"
-        return " and ".join(bound for bound in (low, high) if bound)
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 Positive = Annotated[int, Range(1)]
@@ -302,29 +274,6 @@ def check_trackers(stage: StageSettings, where: str) -> None:
             )
 
 
-def from_dict(cls: type, values: Any, where: str = "") -> Any:
-    """Build a (nested) settings dataclass from plain data, rejecting unknown keys and values that
-    break the declared type, `Literal` choices or `Range`."""
-    if not isinstance(values, dict):
-        raise FlareError(f"{where or cls.__name__}: expected a mapping, got {type(values).__name__}")
-    hints = typing.get_type_hints(cls, include_extras=True)
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - known, key=str)
-    if unknown:
-        raise FlareError(
-            f"{where + '.' if where else ''}{_short(unknown[0])}: unknown setting (known: {', '.join(sorted(known))})"
-        )
-    built = {}
-    for key, value in values.items():
-        name = f"{where}.{key}" if where else key
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            built[key] = from_dict(hint, value, name)
-        else:
-            built[key] = _check_type(value, hint, name)
-    return cls(**built)
-
-
 def check_setting(name: str, value: Any) -> Any:
     """One setting of a study by its dotted name (e.g. "stage2.learning_rate"), checked as `from_dict`
     checks it; FlareError when it is not a valid value, KeyError when there is no such setting."""
@@ -332,7 +281,7 @@ def check_setting(name: str, value: Any) -> Any:
     for parent in parents:
         cls = typing.get_type_hints(cls)[parent]
     hint = typing.get_type_hints(cls, include_extras=True)[key]
-    return from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else _check_type(value, hint, name)
+    return from_dict(hint, value, name) if dataclasses.is_dataclass(hint) else check_type(value, hint, name)
 
 
 def declared_ranges(cls: type | None = None, prefix: str = "") -> dict[str, str]:
@@ -347,58 +296,6 @@ def declared_ranges(cls: type | None = None, prefix: str = "") -> dict[str, str]
         if found:
             ranges[prefix + key] = ("each " if item is not hint else "") + repr(found[0])
     return ranges
-
-
-def _short(value: Any) -> str:
-    """A value for an error message: never the whole of a long or deeply nested one."""
-    shortener = reprlib.Repr()
-    shortener.maxstring = shortener.maxother = 60
-    shortener.maxlist = shortener.maxdict = 4
-    shortener.maxlevel = 2
-    return shortener.repr(value)
-
-
-def _check_type(value: Any, hint: Any, name: str) -> Any:
-    origin = typing.get_origin(hint)
-    if origin is Annotated:
-        base, *constraints = typing.get_args(hint)
-        value = _check_type(value, base, name)
-        for constraint in constraints:
-            if isinstance(constraint, Range):
-                constraint.check(value, name)
-        return value
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        if any(value == choice and type(value) is type(choice) for choice in choices):
-            return value
-        hint_bool = " (quote words like 'no' that YAML reads as booleans)" if isinstance(value, bool) else ""
-        raise FlareError(f"{name}: {_short(value)} is not one of {', '.join(map(str, choices))}{hint_bool}")
-    options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
-    for option in options:
-        base = typing.get_origin(option) or option
-        if option is type(None) and value is None:
-            return value
-        if base is Literal:  # Literal[...] | None
-            if value in typing.get_args(option):
-                return _check_type(value, option, name)
-            continue
-        if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-            if not math.isfinite(value):
-                raise FlareError(f"{name}: {value!r} is not a finite number")
-            return float(value)
-        if base is list and isinstance(value, (list, tuple)):
-            item = (typing.get_args(option) or (object,))[0]
-            return [_check_type(v, item, f"{name}[{i}]") for i, v in enumerate(value)]
-        if base is object or (
-            base is not list and base is not type(None) and isinstance(value, base)
-            and not (base is int and isinstance(value, bool))
-        ):
-            return value
-    raise FlareError(f"{name}: {_short(value)} is not a valid {_type_name(hint)}")
-
-
-def _type_name(hint: Any) -> str:
-    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
 def read_study_yaml(path: str | Path) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from transformers import XLMRobertaConfig, XLMRobertaModel
 import flare.pipeline as pipeline
 from flare.cli import main
 from flare.data import Pair
-from flare.pipeline import compare, plan
+from flare.pipeline import compare
+from flare.runs import plan
 from flare.settings import DataSettings, StageSettings, Study
 from flare.tasks import get_task
 from tiny_tokenizers import encoder_tokenizer

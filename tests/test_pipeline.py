@@ -11,7 +11,8 @@ from transformers import LlamaConfig, LlamaForCausalLM, XLMRobertaConfig, XLMRob
 
 from flare.cli import main
 from flare.formats import FormatSettings, PairFormatter
-from flare.pipeline import Pipeline, compare, plan
+from flare.pipeline import Pipeline, compare
+from flare.runs import plan
 from flare.settings import DataSettings, StageSettings, Study
 from flare.tasks import get_task
 from flare.train import fit
