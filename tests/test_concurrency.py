@@ -13,7 +13,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from flare.cli import main
@@ -94,20 +93,11 @@ def test_the_lock_of_a_killed_holder_is_taken_over_with_a_note(tmp_path, capsys)
 
 @pytest.fixture(scope="module")
 def encoder(tmp_path_factory, data_dir):
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
     from flare.tasks import get_task
-    from tiny_tokenizers import encoder_tokenizer
+    from tiny_models import save_encoder
 
     texts = ["Sentiment", ":"] + [e.fields["text"] for e in get_task("nusax").load("test", "jav", data_dir)[:20]]
-    tokenizer = encoder_tokenizer(texts)
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                              num_attention_heads=4, pad_token_id=0, max_position_embeddings=80)
-    path = tmp_path_factory.mktemp("encoder")
-    XLMRobertaModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return save_encoder(tmp_path_factory.mktemp("encoder"), texts, num_hidden_layers=1)
 
 
 def test_a_second_command_on_a_busy_folder_stops_before_any_work(encoder, data_dir, tmp_path, capsys):

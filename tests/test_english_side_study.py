@@ -6,8 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-from transformers import XLMRobertaConfig, XLMRobertaModel
 
 import flare.pipeline as pipeline
 from flare.cli import main
@@ -16,7 +14,7 @@ from flare.pipeline import compare
 from flare.runs import plan
 from flare.settings import DataSettings, StageSettings, Study
 from flare.tasks import get_task
-from tiny_tokenizers import encoder_tokenizer
+from tiny_models import save_encoder
 
 
 @pytest.fixture(scope="module")
@@ -26,14 +24,7 @@ def tiny_encoder(tmp_path_factory, data_dir):
         e.fields["text"] for lang in ("eng", "jav") for split in ("train", "valid", "test")
         for e in task.load(split, lang, data_dir)[:16]
     ]
-    tok = encoder_tokenizer(texts)
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, pad_token_id=0, max_position_embeddings=80)
-    path = tmp_path_factory.mktemp("encoder")
-    XLMRobertaModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_encoder(tmp_path_factory.mktemp("encoder"), texts)
 
 
 def _study(model, out, data_dir, methods, train_english, test_english, **data) -> Study:

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM, XLMRobertaConfig, XLMRobertaModel
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from flare.cli import main
 from flare.formats import FormatSettings, PairFormatter
@@ -17,7 +17,8 @@ from flare.settings import DataSettings, StageSettings, Study
 from flare.tasks import get_task
 from flare.train import fit
 from flare.translate import DecodingSettings
-from tiny_tokenizers import decoder_tokenizer, encoder_tokenizer
+from tiny_models import save_encoder
+from tiny_tokenizers import decoder_tokenizer
 
 ALL = ["zero-shot", "translate-test", "translate-train", "input-fusion", "flare"]
 
@@ -31,14 +32,7 @@ def _texts(data_dir):
 
 @pytest.fixture(scope="module")
 def tiny_encoder(tmp_path_factory, data_dir):
-    tok = encoder_tokenizer(_texts(data_dir))
-    torch.manual_seed(0)
-    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                              num_attention_heads=4, pad_token_id=0, max_position_embeddings=80)
-    path = tmp_path_factory.mktemp("encoder")
-    XLMRobertaModel(config).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_encoder(tmp_path_factory.mktemp("encoder"), _texts(data_dir))
 
 
 @pytest.fixture(scope="module")

@@ -109,3 +109,20 @@ def record_inputs(model, names, run):
     for handle in handles:
         handle.remove()
     return seen
+
+
+def save_encoder(path, texts, num_hidden_layers: int = 2):
+    """A tiny random XLM-R encoder with a word-level tokenizer over `texts`, saved as a model folder
+    that a study can name as its `model` (the pipeline adds the task head)."""
+    from transformers import XLMRobertaModel
+
+    from tiny_tokenizers import encoder_tokenizer
+
+    tok = encoder_tokenizer(texts)
+    torch.manual_seed(0)
+    config = XLMRobertaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64,
+                              num_hidden_layers=num_hidden_layers, num_attention_heads=4, pad_token_id=0,
+                              max_position_embeddings=80)
+    XLMRobertaModel(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
