@@ -144,6 +144,27 @@ def inputs(args: argparse.Namespace, device: torch.device) -> dict[str, torch.Te
             dict(target=target, english=english, mask=mask).items()}
 
 
+def timed(run, repeats: int, device: torch.device) -> tuple[list[float], float, object]:
+    """`run` timed `repeats` times after the peak-memory counter is reset: (seconds of each call,
+    GiB in use before the first, the last call's result)."""
+    before = reset_peak(device)
+    times, result = [], None
+    for _ in range(repeats):
+        with Clock(device) as clock:
+            result = run()
+        times.append(clock.seconds)
+    return times, before, result
+
+
+def step_row(times: list[float], before: float, device: torch.device) -> dict:
+    """A row of step times and peak memory (read now, before anything is freed)."""
+    used = memory(device)
+    row = {"step_s": statistics.median(times), "step_s_all": times, "before_step_gib": before, **used}
+    if used:
+        row["step_peak_above_gib"] = used["peak_gib"] - before
+    return row
+
+
 def train_row(model, data, args, device, method: str) -> dict:
     """Median step time and peak memory of `method`'s training steps (AdamW, bf16 autocast)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -160,17 +181,9 @@ def train_row(model, data, args, device, method: str) -> dict:
 
     for _ in range(args.warmup):  # the first step also creates AdamW's state
         step()
-    before = reset_peak(device)
-    times = []
-    for _ in range(args.steps):
-        with Clock(device) as clock:
-            step()
-        times.append(clock.seconds)
-    used = memory(device)
+    times, before, _ = timed(step, args.steps, device)
+    row = step_row(times, before, device)
     optimizer.state.clear()  # AdamW's moments go before the next row measures its own
-    row = {"step_s": statistics.median(times), "step_s_all": times, "before_step_gib": before, **used}
-    if used:
-        row["step_peak_above_gib"] = used["peak_gib"] - before
     return row
 
 
@@ -193,19 +206,10 @@ def floor_row(model, data, args, device) -> dict:
 
     try:
         forward()
-        before = reset_peak(device)
-        times = []
-        for _ in range(args.repeats):
-            with Clock(device) as clock:
-                forward()
-            times.append(clock.seconds)
+        times, before, _ = timed(forward, args.repeats, device)
     finally:
         handle.remove()
-    used = memory(device)
-    row = {"step_s": statistics.median(times), "step_s_all": times, "before_step_gib": before, **used}
-    if used:
-        row["step_peak_above_gib"] = used["peak_gib"] - before
-    return row
+    return step_row(times, before, device)
 
 
 def generation_row(model, data, args, device, method: str) -> dict:
@@ -219,12 +223,7 @@ def generation_row(model, data, args, device, method: str) -> dict:
                                   min_new_tokens=new_tokens, do_sample=False, pad_token_id=0, **source)
 
     generate(2)
-    before = reset_peak(device)
-    times = []
-    for _ in range(args.repeats):
-        with Clock(device) as clock:
-            out = generate(args.new_tokens)
-        times.append(clock.seconds)
+    times, before, out = timed(lambda: generate(args.new_tokens), args.repeats, device)
     assert out.shape[1] == args.seq + args.new_tokens, out.shape
     seconds = statistics.median(times)
     row = {"generate_s": seconds, "generate_s_all": times, "tokens_per_s": args.batch * args.new_tokens / seconds,
