@@ -59,16 +59,22 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
     return pipeline.single(Run(method, fusion if fused else None, language, seed))
 
 
-def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str | None = None) -> dict:
+def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str | None = None,
+             test: str | None = None) -> dict:
     """Score a language's test set with the stage-1 English task model (zero-shot or
     translate-test) or, with --adapter_dir, with a saved adapter of a trained method (e.g. a Javanese
-    FLARE adapter on Sundanese); prints the result and records nothing.
+    FLARE adapter on Sundanese); with --test, score your own labelled file instead. Prints the
+    result and records nothing.
 
     Args:
         language: target language whose test split is scored.
         method: zero-shot or translate-test; with --adapter_dir, the method the adapter was trained with
             (translate-train, input-fusion, flare or flare-mt).
         adapter_dir: a saved adapter folder (e.g. runs/flare-add_relu/jav/seed1/adapter).
+        test: a labelled CSV, TSV or JSONL file in `language` to score instead of the task's test
+            split: the task's text columns (e.g. text; premise and hypothesis), label (or QA
+            answers), optional id, and the English side as english_<column> (translated with
+            mt_model when absent and the method reads English).
     """
     from flare.adapter.io import check_adapter_dir
     from flare.pipeline import Pipeline
@@ -91,7 +97,8 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
             values.append(value)
     pipeline = Pipeline(study)
     run = Run(method, fusion, language, study.seeds[0])
-    return pipeline.single(run, record=False, adapter=None if adapter_dir is None else Path(adapter_dir))
+    return pipeline.single(run, record=False, adapter=None if adapter_dir is None else Path(adapter_dir),
+                           test_file=None if test is None else Path(test))
 
 
 def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, translations_dir: str,

@@ -8,11 +8,16 @@ table into the same `Pair` objects the built-in tasks produce, through the same 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from flare.data import Example, Pair, PairKind, check_answers, label_index, require_text
+from flare.data import Example, Pair, PairKind, check_answers, label_index, read_records, require_text
 from flare.errors import FlareError
+
+if TYPE_CHECKING:
+    from flare.tasks import Task
 
 Columns = str | Mapping[str, str]
 
@@ -49,6 +54,7 @@ def pairs_from_dataset(
     language: str = "target",
     id_column: str | None = None,
     kind: PairKind = "machine",
+    label_map: Mapping[str, str] | None = None,
 ) -> list[Pair]:
     """Pairs (English source, target) from a `datasets.Dataset` or a list of row dicts.
 
@@ -64,6 +70,7 @@ def pairs_from_dataset(
         language: the target language code written into each Example.
         id_column: the column of example ids (default: the row number).
         kind: "machine" when the English side is machine translated, "gold" for human translations.
+        label_map: raw label value -> class name, applied before the names are checked.
     """
     target_fields, source_fields = _fields(text), _fields(english)
     if set(target_fields) != set(source_fields):
@@ -97,7 +104,7 @@ def pairs_from_dataset(
         if names is not None:
             raw = row[label]
             value = names[raw] if isinstance(raw, int) and not isinstance(raw, bool) and 0 <= raw < len(names) else raw
-            class_id = label_index(value, names, where)
+            class_id = label_index(value, names, where, label_map)
         target_answers = source_answers = None
         if answers is not None:
             target_answers = check_answers(row[answers], target.get("context", ""), where)
@@ -110,4 +117,59 @@ def pairs_from_dataset(
         ))
     if not pairs:
         raise FlareError("dataset has no rows")
+    return pairs
+
+
+ENGLISH_PREFIX = "english_"
+
+
+def pairs_from_file(
+    task: Task, path: str | Path, language: str, needs_english: bool,
+    translate: Callable[[list[str]], list[str]] | None = None,
+) -> list[Pair]:
+    """A user's own labelled test file (`flare evaluate --test`): CSV, TSV or JSONL with the task's
+    text columns (its field names, or a custom task's `columns`), `label` (classification) or
+    `answers` (QA, SQuAD-style JSON), an optional `id`, and the English side in `english_<column>`.
+    Without English columns, a method that reads English gets them from `translate` (a list of
+    texts -> their English, called per column once every row is valid), else the file is refused;
+    other methods never read that side."""
+    rows, columns = read_records(Path(path))
+    if not rows:
+        raise FlareError(f"{path}: no rows")
+    spec = task.columns
+    text = {f: (spec.fields.get(f, f) if spec else f) for f in task.text_fields}
+    english = {f: ENGLISH_PREFIX + c for f, c in text.items()}
+    given = [c for c in english.values() if c in columns]
+    if given and len(given) != len(english):
+        missing = [c for c in english.values() if c not in columns]
+        raise FlareError(f"{path}: has {given[0]} but no {missing[0]}: give every English column or none")
+    if not given and needs_english and translate is None:
+        raise FlareError(
+            f"{path}: this method reads the English side: add column(s) {', '.join(english.values())}, "
+            "or set mt_model to translate on the fly"
+        )
+    label = answers = None
+    if task.type == "classification":
+        label = spec.label if spec and spec.label else "label"
+    else:
+        answers = spec.answers if spec and spec.answers else "answers"
+    id_column = spec.id if spec and spec.id else ("id" if "id" in columns else None)
+    stand_in = not given  # the target text stands in for the English until (unless) it is translated
+    try:
+        pairs = pairs_from_dataset(
+            rows, text=text, english=text if stand_in else english, label=label,
+            labels=task.labels if label else None, answers=answers, language=language, id_column=id_column,
+            label_map=task.label_map,
+        )
+    except FlareError as error:
+        raise FlareError(f"{path}: {error}") from None
+    if stand_in and needs_english:
+        translated = {f: translate([p.target.fields[f] for p in pairs]) for f in text}
+        pairs = [
+            replace(pair, source=replace(pair.source, fields={
+                f: require_text(translated[f][number], f"{path}: row {number + 1}, English translation of", f)
+                for f in text
+            }))
+            for number, pair in enumerate(pairs)
+        ]
     return pairs

@@ -25,6 +25,7 @@ import yaml
 from flare.adapter import load_flare_model
 from flare.checks import check_checkpoint, check_model
 from flare.data import Example, LoadStats, Pair
+from flare.dataset_pairs import pairs_from_file
 from flare.device import resolve_placement
 from flare.english_side import english_examples, english_side
 from flare.errors import FlareError
@@ -32,6 +33,7 @@ from flare.evaluate import evaluate, predict, score
 from flare.files import append_line, folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter, input_length
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
+from flare.predict import english_side as machine_english
 from flare.runs import VIEWS, Run, plan
 from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
 from flare.tasks import Task, get_task
@@ -141,9 +143,11 @@ class Pipeline:
         metrics = evaluate(model, formatter, items, batch_size, extra, progress=False)
         return metrics[self.task.metric]
 
-    def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None) -> dict[str, Any]:
+    def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None,
+            test_pairs: list[Pair] | None = None) -> dict[str, Any]:
         """One method on one language with one seed; returns its result record. With `adapter`
-        (a saved adapter folder of this method), nothing is trained: that adapter is scored."""
+        (a saved adapter folder of this method), nothing is trained: that adapter is scored; with
+        `test_pairs`, they are scored instead of the task's test split."""
         start = time.perf_counter()
         view = VIEWS[run.method]
         backbone, tokenizer, family = load_backbone(
@@ -152,7 +156,7 @@ class Pipeline:
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
         extra, summary = None, {}
-        test, stats = self._test(run.language)
+        test, stats = (test_pairs, LoadStats()) if test_pairs is not None else self._test(run.language)
         test = self._english(test, run.test_english, run.seed, run.language)
         trained = run_dir / "trained.json"  # written once the adapter is saved: the other test sides reuse it
         reused = adapter is None and run.test_english is not None and trained.is_file()
@@ -264,15 +268,21 @@ class Pipeline:
             recorded, f"# {self.placement.describe()}\n" + yaml.safe_dump(settings, sort_keys=False),
         )
 
-    def single(self, run: Run, record: bool = True, adapter: Path | None = None) -> dict[str, Any]:
+    def single(self, run: Run, record: bool = True, adapter: Path | None = None,
+               test_file: Path | None = None) -> dict[str, Any]:
         """One run (`flare train`, or `flare evaluate` with record=False), stage 1 first when it is
-        missing; the folder is locked and its study.yaml checked and written as by `compare`."""
-        self.check([run], trains=adapter is None)
+        missing; the folder is locked and its study.yaml checked and written as by `compare`. With
+        `test_file` (a user's labelled file, see `pairs_from_file`), it is scored instead of the
+        task's test split."""
+        self.check([run], trains=adapter is None, test_split=test_file is None)
+        test_pairs = None if test_file is None else self._test_file(test_file, run)
         self._create_output_dir()
         with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
             self._check_same_settings()  # another command may have recorded other settings meanwhile
             self._record_settings()
-            result = self.run(run, self.stage1(), adapter)
+            result = self.run(run, self.stage1(), adapter, test_pairs)
+            if test_file is not None:
+                result["test_file"] = str(test_file)
             if record:
                 self._append(result)
         return result
@@ -326,7 +336,20 @@ class Pipeline:
 
     # ----------------------------------------------------------------- checks before any work
 
-    def check(self, runs: list[Run], trains: bool = True) -> None:
+    def _test_file(self, path: Path, run: Run) -> list[Pair]:
+        """The pairs of a user's test file; a missing English side is translated with mt_model."""
+        translate = None
+        if self.study.mt_model:
+            def translate(texts: list[str]) -> list[str]:
+                return machine_english(texts, run.language, self.task.source_language, self.study.mt_model,
+                                    self.out / "translations", self.study.device, self.study.dtype,
+                                    self.study.language_map)
+
+        reads_english = VIEWS[run.method] in ("flare", "input_fusion", "source")
+        return self._limit(pairs_from_file(self.task, path, run.language, reads_english, translate),
+                           self.study.data.max_test)
+
+    def check(self, runs: list[Run], trains: bool = True, test_split: bool = True) -> None:
         """Stop with one line before anything is trained or written when a run could not finish:
         the output folder cannot be created, the model's config does not load or its architecture
         lacks the adapter's modules, a split the runs read does not load or pair, or a saved
@@ -351,7 +374,7 @@ class Pipeline:
             check_checkpoint(self.out / "stage1" / "run" / "checkpoint")
         seed = self.study.seeds[0]
         for language in dict.fromkeys(run.language for run in runs):
-            test = self._test(language)[0]
+            test = self._test(language)[0] if test_split else []
             for side in dict.fromkeys(r.test_english for r in runs if r.language == language):
                 self._english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
             if trains and any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):

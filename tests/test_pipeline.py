@@ -226,6 +226,18 @@ def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(
     monkeypatch.setattr("flare.translate.Seq2SeqTranslator", _ReversingTranslator)
     assert len(predict_texts(study, "jav", texts, None, method="flare")) == 2
     assert (tmp_path / "study/translations/translation_cache.sqlite").is_file()
+    # `flare evaluate --test` on a user's file without English columns: translated the same way
+    from flare.cli import evaluate as evaluate_command
+    from flare.pipeline import Pipeline
+    from flare.runs import Run
+
+    own = tmp_path / "own.csv"
+    own.write_text("text,label\nAku seneng banget,positive\nPanganane ora enak,negative\n", encoding="utf-8")
+    pairs = Pipeline(study)._test_file(own, Run("flare", "add_relu", "jav", 1))
+    assert [p.source.fields["text"] for p in pairs] == ["banget seneng Aku", "enak ora Panganane"]
+    adapter = tmp_path / "study/runs/flare-add_relu/jav/seed1/adapter"
+    result = evaluate_command(study, "jav", "flare", str(adapter), str(own))
+    assert (result["n_test"], result["test_file"]) == (2, str(own))
 
 
 def test_flare_mt_needs_an_mt_model(tiny_encoder, tmp_path, data_dir):

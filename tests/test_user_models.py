@@ -150,3 +150,43 @@ def test_the_shipped_toy_study_runs_as_the_readme_says(tmp_path, monkeypatch, ca
     assert all(r["language"] == "de" and r["n_test"] == 8 for r in records)
     assert "| FLARE (add_relu) |" in out  # the report is printed at the end
     assert "Loading weights" not in err  # transformers' per-load bars are silenced
+
+
+def test_evaluate_scores_a_users_own_test_file(tiny_bloom, tmp_path, data_dir, capsys):
+    from flare.tasks import get_task
+
+    study = _write_study(tmp_path, data_dir, model=str(tiny_bloom), methods=["flare"])
+    assert main(["compare", study]) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    adapter = str(tmp_path / "out/runs/flare-add_relu/jav/seed1/adapter")
+    scored = ["evaluate", study, "--language", "sun", "--method", "flare", "--adapter_dir", adapter]
+
+    def result(out: str) -> dict:
+        return json.loads(out[out.index("{"):])
+
+    assert main(scored) == 0
+    split = result(capsys.readouterr().out)
+    # the same 8 Sundanese test rows, with their gold English, as a user's own CSV
+    pairs = get_task("nusax").load_pairs("test", "sun", data_dir, source="gold")[:8]
+    rows = ["id,text,label,english_text"] + [
+        ",".join(json.dumps(v) for v in (p.target.id, p.target.fields["text"], ["negative", "neutral", "positive"]
+                                         [p.target.label], p.source.fields["text"])) for p in pairs
+    ]
+    own = tmp_path / "own.csv"
+    own.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    assert main([*scored, "--test", str(own)]) == 0, capsys.readouterr().err
+    mine = result(capsys.readouterr().out)
+    assert (mine["score"], mine["n_test"], mine["test_file"]) == (split["score"], 8, str(own))
+
+    # no English column for a method that reads it, and no mt_model: one line, exit 2, before any load
+    no_english = tmp_path / "no_english.jsonl"
+    no_english.write_text(json.dumps({"text": "apik tenan", "label": "positive"}) + "\n", encoding="utf-8")
+    assert main([*scored, "--test", str(no_english)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "add column(s) english_text" in err and "\n" not in err
+    # a method that reads no English scores the same file; a bad label names the file and row
+    assert main(["evaluate", study, "--language", "sun", "--test", str(no_english)]) == 0
+    assert result(capsys.readouterr().out)["n_test"] == 1
+    no_english.write_text(json.dumps({"text": "apik", "label": "great"}) + "\n", encoding="utf-8")
+    assert main(["evaluate", study, "--language", "sun", "--test", str(no_english)]) == 2
+    assert "no_english.jsonl: dataset row 1: unknown label 'great'" in capsys.readouterr().err
