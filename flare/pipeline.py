@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from flare.files import append_line, folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter, input_length
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
 from flare.predict import english_side as machine_english
-from flare.runs import VIEWS, Run, plan
+from flare.runs import VIEWS, Run, folder_variant, plan, recorded_study
 from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
 from flare.tasks import Task, get_task
 from flare.train import fit
@@ -154,7 +155,7 @@ class Pipeline:
             str(stage1_dir), self.task, placement=self.placement, family=self.study.family
         )
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
-        run_dir = self.out / "runs" / run.name / run.language / f"seed{run.seed}"
+        run_dir = run.folder(self.out)
         extra, summary = None, {}
         test, stats = (test_pairs, LoadStats()) if test_pairs is not None else self._test(run.language)
         test = self._english(test, run.test_english, run.seed, run.language)
@@ -197,6 +198,7 @@ class Pipeline:
             "run_id": f"{self.task.name}/{run.key}", "task": self.task.name,
             "train_english": run.train_english, "test_english": run.test_english,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
+            "variant": run.variant, "stage2": study_to_dict(self.study)["stage2"],
             "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
             "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
             **summary,
@@ -243,7 +245,14 @@ class Pipeline:
 
     def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
         done = self.done()
-        return done, [r for r in plan(self.study) if f"{self.task.name}/{r.key}" not in done]
+        return done, [r for r in plan(self.study, self.variant()) if f"{self.task.name}/{r.key}" not in done]
+
+    def _recorded(self) -> dict[str, Any] | None:
+        return recorded_study(self.out)
+
+    def variant(self) -> str | None:
+        """The stage-2 sweep point this command's runs belong to (None: the folder's own settings)."""
+        return folder_variant(self.study)
 
     def _create_output_dir(self) -> None:
         try:
@@ -256,8 +265,9 @@ class Pipeline:
         A folder that holds runs keeps the lists of runs (languages, methods...) it already has."""
         settings = study_to_dict(self.study)
         recorded = self.out / "study.yaml"
-        if recorded.is_file() and (self.results_path.is_file() or (self.out / "stage1").is_dir()):
-            before = read_study_yaml(recorded)
+        before = self._recorded()
+        if before is not None:
+            settings["stage2"] = before.get("stage2", settings["stage2"])  # a variant's own are in its records
             for key in ("languages", "methods", "fusions", "seeds"):
                 if isinstance(before.get(key), list):
                     settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
@@ -274,6 +284,7 @@ class Pipeline:
         missing; the folder is locked and its study.yaml checked and written as by `compare`. With
         `test_file` (a user's labelled file, see `pairs_from_file`), it is scored instead of the
         task's test split."""
+        run = replace(run, variant=self.variant())
         self.check([run], trains=adapter is None, test_split=test_file is None)
         test_pairs = None if test_file is None else self._test_file(test_file, run)
         self._create_output_dir()
@@ -325,7 +336,7 @@ class Pipeline:
                 if record.get("predicted_classes") == 1 and len(self.task.labels) > 1:
                     print(f"    warning: {run.label} {run.language} seed {run.seed} predicted one class for every "
                           "test example (a collapsed model; try another learning rate or more epochs)", flush=True)
-                checkpoint = self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint"
+                checkpoint = run.folder(self.out) / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
         if self.results_path.is_file():
             from flare.report import report
@@ -383,13 +394,13 @@ class Pipeline:
                     for items in splits:
                         self._english(items, side, seed, language)
         for run in runs:
-            check_checkpoint(self.out / "runs" / run.name / run.language / f"seed{run.seed}" / "checkpoint")
+            check_checkpoint(run.folder(self.out) / "checkpoint")
 
     def _check_same_settings(self) -> None:
         """A study folder that holds results or a stage-1 model holds them for its study.yaml's
         settings: continuing it with other ones would mix runs of two studies in one table."""
         recorded = self.out / "study.yaml"
-        if not recorded.is_file() or not (self.results_path.is_file() or (self.out / "stage1").is_dir()):
+        if self._recorded() is None:
             return
         try:
             before = from_dict(Study, read_study_yaml(recorded))

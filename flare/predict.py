@@ -13,7 +13,7 @@ from flare.errors import FlareError
 from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
 from flare.modeling import load_backbone
-from flare.runs import VIEWS, Run
+from flare.runs import VIEWS, Run, folder_variant
 from flare.settings import Study
 from flare.tasks import get_task
 
@@ -87,8 +87,9 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
         )
     if method == "flare-mt" and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
-    run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed)
-    adapter = out / "runs" / run.name / language / f"seed{seed}" / "adapter"
+    run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed,
+              variant=folder_variant(study))
+    adapter = run.folder(out) / "adapter"
     if method not in ("zero-shot", "translate-test"):
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
     backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement, family=study.family)

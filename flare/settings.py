@@ -334,15 +334,25 @@ RESUMABLE_CHANGES = frozenset({
 
 def changed_settings(recorded: Study, study: Study) -> list[str]:
     """Where `study` differs from the settings a study's runs were recorded with (its study.yaml), as
-    "name: old -> new"."""
+    "name: old -> new"; stage-2 changes are not among them (they make a variant, see `stage2_variant`)."""
     before, now = _flatten(study_to_dict(recorded)), _flatten(study_to_dict(study))
     changes = [
         f"{name}: {before[name]!r} -> {value!r}" for name, value in now.items()
-        if name not in RESUMABLE_CHANGES and before[name] != value
+        if name not in RESUMABLE_CHANGES and not name.startswith("stage2.") and before[name] != value
     ]
     if recorded.seeds and study.seeds and recorded.seeds[0] != study.seeds[0]:
         changes.append(f"first seed (it trains stage 1): {recorded.seeds[0]!r} -> {study.seeds[0]!r}")
     return changes
+
+
+def stage2_variant(recorded: Study, study: Study) -> str | None:
+    """The stage-2 settings where `study` differs from a folder's recorded ones, as a name such as
+    "learning_rate=0.0001,epochs=8" (None: the same). Such a sweep point lives beside the recorded
+    runs in one folder and reuses its stage-1 model."""
+    before, now = _flatten(study_to_dict(recorded)), _flatten(study_to_dict(study))
+    changed = [(name.split(".", 1)[1], value) for name, value in now.items()
+               if name.startswith("stage2.") and name not in RESUMABLE_CHANGES and before[name] != value]
+    return ",".join(f"{name}={value}" for name, value in changed) or None
 
 
 def _flatten(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -205,8 +205,8 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\nlanguages: [jav\n"))]),
     ("yaml-utf16", "compare", r"is UTF-16 text",
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\n".encode("utf-16")))]),
-    ("study-resumed-with-other-settings", "compare", r"holds runs made with other settings: stage2.learning_rate: "
-     r"0.0005 -> 0.0001; use a new output_dir", lambda c: c.resumed_with("--stage2.learning_rate", "1e-4")),
+    ("study-resumed-with-other-settings", "compare", r"holds runs made with other settings: stage1.learning_rate: "
+     r"0.0005 -> 0.0001; use a new output_dir", lambda c: c.resumed_with("--stage1.learning_rate", "1e-4")),
     ("study-resumed-with-another-first-seed", "train", r"first seed \(it trains stage 1\): 1 -> 2",
      lambda c: ["train", *c.resumed_with("--seeds", "[2]")[1:], "--method", "flare", "--language", "jav",
                 "--seed", "2"]),

@@ -277,8 +277,9 @@ def test_a_study_grows_between_chunks_but_never_changes_its_settings(tiny_encode
     study = _study(tiny_encoder, tmp_path / "study", data_dir, methods=["zero-shot"], languages=["jav"])
     compare(study)
     recorded = (tmp_path / "study" / "results.jsonl").read_text()
-    changed = dataclasses.replace(study, stage2=dataclasses.replace(study.stage2, learning_rate=1e-4, epochs=5))
-    with pytest.raises(FlareError, match=r"stage2.learning_rate: 0.002 -> 0.0001 \(and 1 more\)") as error:
+    # (stage-2 changes are sweep points of their own, tests/test_stage2_variants.py)
+    changed = dataclasses.replace(study, stage1=dataclasses.replace(study.stage1, learning_rate=1e-4, epochs=5))
+    with pytest.raises(FlareError, match=r"stage1.learning_rate: 0.002 -> 0.0001 \(and 1 more\)") as error:
         compare(changed)
     assert "\n" not in str(error.value) and (tmp_path / "study" / "results.jsonl").read_text() == recorded
     # more languages, methods and seeds, evaluation batching and another data folder: the same study
