@@ -43,13 +43,13 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
         seed: the stage-2 seed.
         fusion: the fusion function of flare and flare-mt.
     """
+    from flare.methods import METHODS
     from flare.pipeline import Pipeline
     from flare.runs import Run
-    from flare.settings import METHODS
 
     if method not in METHODS:
         raise FlareError(f"train: unknown method {method!r}; choose from {', '.join(METHODS)}")
-    fused = method in ("flare", "flare-mt")
+    fused = METHODS[method].fused
     for values, value in (
         (study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)
     ):
@@ -77,19 +77,18 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
             mt_model when absent and the method reads English).
     """
     from flare.adapter.io import check_adapter_dir
+    from flare.methods import FUSED, TRAINED, UNTRAINED
     from flare.pipeline import Pipeline
     from flare.runs import Run
-    from flare.settings import FUSED_METHODS, METHODS
 
-    trained = [m for m in METHODS if m not in ("zero-shot", "translate-test")]
-    if adapter_dir is None and method not in ("zero-shot", "translate-test"):
-        raise FlareError(f"evaluate: method must be zero-shot or translate-test without --adapter_dir, got {method!r}")
-    if adapter_dir is not None and method not in trained:
-        raise FlareError(f"evaluate: with --adapter_dir, method must be one of {', '.join(trained)}, got {method!r}")
+    if adapter_dir is None and method not in UNTRAINED:
+        raise FlareError(f"evaluate: method must be {' or '.join(UNTRAINED)} without --adapter_dir, got {method!r}")
+    if adapter_dir is not None and method not in TRAINED:
+        raise FlareError(f"evaluate: with --adapter_dir, method must be one of {', '.join(TRAINED)}, got {method!r}")
     fusion = None
     if adapter_dir is not None:
         config, _ = check_adapter_dir(adapter_dir)  # missing, pickled or truncated: one line, before any load
-        fusion = config.fusion if method in FUSED_METHODS else None
+        fusion = config.fusion if method in FUSED else None
         if fusion is not None and fusion not in study.fusions:
             study.fusions.append(fusion)
     for values, value in ((study.languages, language), (study.methods, method)):

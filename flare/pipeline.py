@@ -33,9 +33,10 @@ from flare.errors import FlareError
 from flare.evaluate import evaluate, predict, score
 from flare.files import append_line, folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter, input_length
+from flare.methods import METHODS, reads_english
 from flare.modeling import adapt, flare_config, load_backbone, merge_and_save
 from flare.predict import english_side as machine_english
-from flare.runs import VIEWS, Run, folder_variant, plan, recorded_study
+from flare.runs import Run, folder_variant, plan, recorded_study
 from flare.settings import Study, changed_settings, from_dict, read_study_yaml, study_to_dict
 from flare.tasks import Task, get_task
 from flare.train import fit
@@ -150,7 +151,8 @@ class Pipeline:
         (a saved adapter folder of this method), nothing is trained: that adapter is scored; with
         `test_pairs`, they are scored instead of the task's test split."""
         start = time.perf_counter()
-        view = VIEWS[run.method]
+        method = METHODS[run.method]
+        view = method.view
         backbone, tokenizer, family = load_backbone(
             str(stage1_dir), self.task, placement=self.placement, family=self.study.family
         )
@@ -163,23 +165,23 @@ class Pipeline:
         reused = adapter is None and run.test_english is not None and trained.is_file()
         if reused:
             adapter = run_dir / "adapter"
-        if run.method in ("zero-shot", "translate-test"):
+        if not method.trains:
             model = backbone
         else:
             train, valid = [], []
             if adapter is None:
                 train, valid = (self._english(items, run.train_english, run.seed, run.language)
                                 for items in self._splits(run.language))
-                if run.method == "translate-train+english":
+                if method.english_as_examples:
                     train = train + english_examples(train)
             source_dim = None
-            if run.method == "flare-mt":
+            if method.mt_states:
                 extra, source_dim = self._mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
         if adapter is not None:
             model = load_flare_model(backbone, adapter)
             summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
-        elif run.method not in ("zero-shot", "translate-test"):
+        elif method.trains:
             model = adapt(
                 backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim)
             )
@@ -356,8 +358,7 @@ class Pipeline:
                                     self.out / "translations", self.study.device, self.study.dtype,
                                     self.study.language_map)
 
-        reads_english = VIEWS[run.method] in ("flare", "input_fusion", "source")
-        return self._limit(pairs_from_file(self.task, path, run.language, reads_english, translate),
+        return self._limit(pairs_from_file(self.task, path, run.language, reads_english(run.method), translate),
                            self.study.data.max_test)
 
     def check(self, runs: list[Run], trains: bool = True, test_split: bool = True) -> None:
@@ -371,12 +372,12 @@ class Pipeline:
         if not existing.is_dir() or not os.access(existing, os.W_OK):
             raise FlareError(f"output_dir: cannot create {self.out} ({existing} is not a writable folder)")
         self._check_same_settings()
-        if "flare-mt" in self.study.methods and self.study.mt_model:
+        if any(METHODS[m].mt_states for m in self.study.methods) and self.study.mt_model:
             from flare.translate import check_mt_model
 
             check_mt_model(self.study.mt_model)
         stage1_done = bool(self.study.stage1_model) or (self.out / "stage1" / "model" / "config.json").is_file()
-        longest = max(input_length(self.study.data.max_length, VIEWS[method]) for method in self.study.methods)
+        longest = max(input_length(self.study.data.max_length, METHODS[method].view) for method in self.study.methods)
         check_model(self.stage1_source() if stage1_done else self.study.model, self.task,
                     self.study.adapter, self.study.data.max_length, longest, self.study.family)
         if not stage1_done:
@@ -388,7 +389,7 @@ class Pipeline:
             test = self._test(language)[0] if test_split else []
             for side in dict.fromkeys(r.test_english for r in runs if r.language == language):
                 self._english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
-            if trains and any(r.language == language and r.method not in ("zero-shot", "translate-test") for r in runs):
+            if trains and any(r.language == language and METHODS[r.method].trains for r in runs):
                 splits = self._splits(language)
                 for side in dict.fromkeys(r.train_english for r in runs if r.language == language):
                     for items in splits:

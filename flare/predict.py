@@ -12,8 +12,9 @@ from flare.device import dtype_name, resolve_placement
 from flare.errors import FlareError
 from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
+from flare.methods import METHODS, reads_english
 from flare.modeling import load_backbone
-from flare.runs import VIEWS, Run, folder_variant
+from flare.runs import Run, folder_variant
 from flare.settings import Study
 from flare.tasks import get_task
 
@@ -65,9 +66,9 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     task = get_task(study.task)
     task.check_language(language)
     placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
-    if method not in VIEWS:
-        raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(VIEWS)}")
-    view = VIEWS[method]
+    if method not in METHODS:
+        raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(METHODS)}")
+    view, trains = METHODS[method].view, METHODS[method].trains
     out = Path(study.output_dir)
     stage1 = study.stage1_model or out / "stage1" / "model"
     if not study.stage1_model and not (stage1 / "config.json").is_file():
@@ -75,7 +76,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     if english is not None and len(english) != len(texts):
         raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")
     targets = [_example(task, t, language, i) for i, t in enumerate(texts)]  # bad inputs fail before any loading
-    needs_english = view in ("flare", "input_fusion", "source")
+    needs_english = reads_english(method)
     if needs_english and english is None:
         if not study.mt_model:
             raise FlareError(
@@ -85,16 +86,16 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
             texts, language, task.source_language, study.mt_model, out / "translations", study.device, study.dtype,
             study.language_map,
         )
-    if method == "flare-mt" and not study.mt_model:
+    if METHODS[method].mt_states and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
-    run = Run(method, fusion if method in ("flare", "flare-mt") else None, language, seed,
+    run = Run(method, fusion if METHODS[method].fused else None, language, seed,
               variant=folder_variant(study))
     adapter = run.folder(out) / "adapter"
-    if method not in ("zero-shot", "translate-test"):
+    if trains:
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
     backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement, family=study.family)
     model = backbone
-    if method not in ("zero-shot", "translate-test"):
+    if trains:
         try:
             model = load_flare_model(backbone, adapter)
         except TypeError as error:  # PEFT builds its LoraConfig from adapter_config.json unchecked
@@ -108,7 +109,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
             for i, (e, t) in enumerate(zip(english, targets))
         ]
     extra = None
-    if method == "flare-mt":
+    if METHODS[method].mt_states:
         from flare.mt_encoder import MTEncoder
 
         encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,

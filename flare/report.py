@@ -26,15 +26,12 @@ from flare import extras
 from flare.errors import FlareError
 from flare.files import atomic_path, read_text, write_atomically
 from flare.languages import LANGUAGES
+from flare.methods import BASELINE, table_rank
 from flare.stats import Stat, seed_stat, t_quantile_975
 
 AVG = "avg"
-BASELINE_METHOD = "translate-train"  # the `method` value of translate-train LoRA, the reference row
 ENGLISH = frozenset(code for code, lang in LANGUAGES.items() if lang.flores == "eng_Latn") | {"en", "eng"}
 REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "score")
-# Rows follow the paper's table order; unknown methods come after, in order of first appearance.
-METHOD_ORDER = ("zero-shot", "translate-test", "translate-train", "translate-train+english", "input-fusion", "flare-mt",
-                "flare")
 CSV_COLUMNS = ("run_id", "task", "model", "method", "fusion", "label", "language", "seed", "metric", "score",
                "n_test", "wall_time_s", "finished_at")
 
@@ -113,10 +110,6 @@ def _scores(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[st
     return table
 
 
-def _method_rank(method: str) -> int:
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
-
-
 def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, TaskSummary]:
     """Per table (task): mean ± sample std over seeds for each method label and language, and the
     average over non-English languages (per seed, then over seeds). Raises FlareError when a task mixes
@@ -135,7 +128,7 @@ def summarize(records: Sequence[Mapping[str, Any]]) -> dict[str, TaskSummary]:
         targets = [lang for lang in languages if lang not in ENGLISH]
         methods = {r["label"]: str(r["method"]) for r in rows}
         first = {label: i for i, label in reversed(list(enumerate(r["label"] for r in rows)))}
-        labels = sorted(by_label, key=lambda label: (_method_rank(methods[label]), first[label]))
+        labels = sorted(by_label, key=lambda label: (table_rank(methods[label]), first[label]))  # the paper's order
         summary = TaskSummary(key, metrics[0], languages, targets, labels, methods, {})
         for label in labels:
             cells = {lang: seed_stat(list(seeds.values())) for lang, seeds in by_label[label].items()}
@@ -250,7 +243,7 @@ def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
         lines += ["", f"avg: mean over {', '.join(s.averaged_languages) or 'no'} target languages per seed, "
                   f"then mean ± sample std over seeds" + (f" ({', '.join(english)} excluded)." if english else ".")]
         lines += [f"- note: {note}" for note in s.notes]
-        baselines = [row for row in s.labels if s.methods[row] == BASELINE_METHOD]
+        baselines = [row for row in s.labels if s.methods[row] == BASELINE]
         for baseline in [*(baselines if len(baselines) == 1 else []), *(a for a in against if a in s.labels)]:
             lines += _difference_table(records, s, baseline)
         lines += ["", *_wall_time_table(records, s)]

@@ -1,5 +1,5 @@
-"""The runs of a study: each method's label and input view, a run's folder name and record id,
-and the plan (every run, in the order a study makes them)."""
+"""The runs of a study: a run's label, folder and record id, the plan (every run, in the order a
+study makes them), and which stage-2 sweep point a study's runs belong to in their folder."""
 
 from __future__ import annotations
 
@@ -8,16 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from flare.errors import FlareError
+from flare.methods import METHODS
 from flare.settings import Study, from_dict, read_study_yaml, stage2_variant
-
-LABELS = {"zero-shot": "zero-shot", "translate-test": "translate-test", "translate-train": "translate-train (LoRA)",
-          "translate-train+english": "translate-train + English (LoRA)", "input-fusion": "input-level fusion"}
-VIEWS = {"zero-shot": "target", "translate-test": "source", "translate-train": "target", "input-fusion": "input_fusion",
-         "flare": "flare", "flare-mt": "target", "translate-train+english": "target"}
-# Which English sides a method reads (data.train_english / data.test_english): each side is a run of its own.
-TRAINS_ON_ENGLISH = ("translate-train+english", "input-fusion", "flare")
-TESTS_ON_ENGLISH = ("translate-test", "input-fusion", "flare")
-UNTRAINED = ("zero-shot", "translate-test")  # they use the stage-1 model as it is: stage 2 never touches them
 
 
 @dataclass(frozen=True)
@@ -37,7 +29,7 @@ class Run:
         name = f"{self.method}-{self.fusion}" if self.fusion else self.method
         if self.train_english not in (None, "gold"):
             name = f"{name}+train-{self.train_english}"
-        if self.variant and self.method not in UNTRAINED:
+        if self.variant and METHODS[self.method].trains:
             name = f"{name}+stage2-{self.variant.replace('=', '-').replace(',', '+')}"
         return name
 
@@ -54,15 +46,10 @@ class Run:
 
     @property
     def label(self) -> str:
-        if self.method == "flare":
-            label = f"FLARE ({self.fusion})"
-        elif self.method == "flare-mt":
-            label = f"FLARE-MT ({self.fusion})"
-        else:
-            label = LABELS[self.method]
+        label = METHODS[self.method].run_label(self.fusion)
         sides = [f"{stage} {side}" for stage, side in (("train", self.train_english), ("test", self.test_english))
                  if side not in (None, "gold")]
-        if self.variant and self.method not in UNTRAINED:
+        if self.variant and METHODS[self.method].trains:
             sides.append(f"stage2 {self.variant}")
         return f"{label} [{', '.join(sides)}]" if sides else label
 
@@ -70,17 +57,19 @@ class Run:
 def plan(study: Study, variant: str | None = None) -> list[Run]:
     """Every run of the study, seed by seed and language by language, so that an interrupted
     study has complete comparisons for the seeds it finished. Zero-shot and translate-test train
-    nothing: one seed suffices."""
+    nothing: one seed suffices. Each English side a method reads (data.train_english /
+    data.test_english) is a run of its own."""
     runs = []
     for seed in study.seeds:
         for language in study.languages:
-            for method in study.methods:
-                if method in ("zero-shot", "translate-test") and seed != study.seeds[0]:
+            for name in study.methods:
+                method = METHODS[name]
+                if not method.trains and seed != study.seeds[0]:
                     continue
-                fusions = study.fusions if method in ("flare", "flare-mt") else [None]
-                trains = study.data.train_english if method in TRAINS_ON_ENGLISH else [None]
-                tests = study.data.test_english if method in TESTS_ON_ENGLISH else [None]
-                runs += [Run(method, fusion, language, seed, train, test, variant)
+                fusions = study.fusions if method.fused else [None]
+                trains = study.data.train_english if method.english_in_training else [None]
+                tests = study.data.test_english if method.english_at_test else [None]
+                runs += [Run(name, fusion, language, seed, train, test, variant)
                          for fusion in fusions for train in trains for test in tests]
     return runs
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 from flare.adapter.config import CROSS_ATTENTION_QUERIES, DECODE_FUSIONS, FUSIONS
 from flare.english_side import ENGLISH_SIDES
 from flare.errors import FlareError
+from flare.methods import FUSED, METHOD_NAMES, METHODS
 from flare.setting_types import Range, check_type, from_dict
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
@@ -24,9 +25,6 @@ TRACKER_PACKAGES = {
     "clearml": "clearml", "dvclive": "dvclive", "swanlab": "swanlab", "trackio": "trackio",
 }
 TRACKERS = tuple(TRACKER_PACKAGES)
-METHODS = ("zero-shot", "translate-test", "translate-train", "translate-train+english", "input-fusion", "flare",
-           "flare-mt")
-FUSED_METHODS = ("flare", "flare-mt")
 
 
 Positive = Annotated[int, Range(1)]
@@ -180,7 +178,7 @@ class Study:
     task: str = "nusax"
     model: str = "multilingual-e5-small"
     languages: list[str] = field(default_factory=lambda: ["jav"])
-    methods: list[Literal[METHODS]] = field(default_factory=lambda: ["zero-shot", "translate-train", "flare"])
+    methods: list[Literal[METHOD_NAMES]] = field(default_factory=lambda: ["zero-shot", "translate-train", "flare"])
     fusions: list[Literal[FUSIONS]] = field(default_factory=lambda: ["add_relu"])
     seeds: list[Seed] = field(default_factory=lambda: [1])
     output_dir: str = "runs/study"
@@ -206,7 +204,7 @@ class Study:
         task = get_task(self.task)
         for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english"):
             values = getattr(self.data, name[5:]) if name.startswith("data.") else getattr(self, name)
-            if not values and (name != "fusions" or any(m in FUSED_METHODS for m in self.methods)):
+            if not values and (name != "fusions" or any(m in FUSED for m in self.methods)):
                 needs = " (the flare methods need a fusion)" if name == "fusions" else ""
                 raise FlareError(f"{name}: the list is empty; give at least one{needs}")
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
@@ -216,9 +214,9 @@ class Study:
             task.check_language(language)
             if language == task.source_language:
                 raise FlareError(f"languages: {language} is the source language of {task.name}, not a target")
-        if "flare-mt" in self.methods and not self.mt_model:
+        if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
-        if "flare-mt" in self.methods:  # every language the MT encoder will tag, before stage 1
+        if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1
             from flare.languages import resolve_languages
 
             resolve_languages([*self.languages], self.language_map)
@@ -227,7 +225,7 @@ class Study:
 
             check_language_map(self.language_map)
         adapter = self.adapter
-        fused = set(FUSED_METHODS) & set(self.methods)
+        fused = set(FUSED) & set(self.methods)
         cross = [f for f in self.fusions if f in CROSS_ATTENTION_QUERIES] if fused else []
         if cross and adapter.r % adapter.cross_attention_heads:
             raise FlareError(
