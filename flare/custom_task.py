@@ -19,6 +19,18 @@ Keys (required: name, type, languages, files; classification also needs labels):
     pair_by: id                     # or row
     metric: macro_f1                # or your own: "module:function" or "metrics.py:function"
                                     # (beside this file), called as function(predictions, references)
+                                    # and returning 0..100; or a Hugging Face `evaluate` metric (extra
+                                    # [metrics]): "evaluate:matthews_correlation" (Hub or cache), or a
+                                    # local script/folder "evaluate:./my_metric.py" (beside this file).
+                                    # It gets label ids (an unparseable answer is -1), or for qa the
+                                    # predicted strings and each question's list of gold answer texts.
+                                    # A dict result gives the key named like the metric, else its only
+                                    # key; pick another with "evaluate:rouge#rougeL". Loaded and tried
+                                    # on a sample when this file is read, so mistakes show up at once.
+    metric_args: {average: macro}   # evaluate metrics only: keyword arguments for its compute()
+    metric_scale: 100               # evaluate metrics only: score = value x metric_scale. Default 100,
+                                    # since evaluate reports most metrics (accuracy, f1, matthews, bleu)
+                                    # in 0..1; write 1 for one that is already 0..100 (sacrebleu, squad)
     prompt: {body: "Review: {text}", cue: "Sentiment:"}
     seq2seq_prompt: {body: "review: {text}", cue: ""}
     verbalizer: [bad, good]         # answer words for decoders / mT5; default: labels
@@ -41,7 +53,8 @@ from flare.tasks import QA_METRICS, PromptTemplate, Task
 _KEYS = {
     "name", "type", "languages", "source_language", "labels", "label_map", "text_fields", "columns", "id_column",
     "label_column", "answers_column", "answer_text_column", "answer_start_column", "files", "splits", "parallel",
-    "pair_by", "metric", "metrics", "prompt", "seq2seq_prompt", "verbalizer", "description", "dataset",
+    "pair_by", "metric", "metric_args", "metric_scale", "metrics", "prompt", "seq2seq_prompt", "verbalizer",
+    "description", "dataset",
 }
 _METRICS = {"classification": ["accuracy", "macro_f1"], "qa": QA_METRICS}
 
@@ -171,11 +184,18 @@ def task_from_yaml(path: Path) -> Task:
     metrics = _METRICS[task_type] if "metrics" not in spec else _str_list(spec["metrics"], where, "metrics")
     metric = str(spec.get("metric", "accuracy" if task_type == "classification" else "f1"))
     metric_function = None
-    if ":" in metric:  # a Python callable: "module:function" or "file.py:function" beside the YAML
+    if not metric.startswith("evaluate:") and ("metric_args" in spec or "metric_scale" in spec):
+        raise FlareError(f"{where}: metric_args and metric_scale apply only to 'evaluate:' metrics")
+    if metric.startswith("evaluate:"):  # a Hugging Face `evaluate` metric, loaded and tried now
+        metric_function = _evaluate_metric(metric, spec, path.parent, where, task_type, len(labels))
+        metrics = [*metrics, metric]
+    elif ":" in metric:  # a Python callable: "module:function" or "file.py:function" beside the YAML
         metric_function = _metric_callable(metric, path.parent, where)
         metrics = [*metrics, metric]
     if metric not in metrics:
-        raise FlareError(f"{where}: metric '{metric}' must be one of {', '.join(metrics)}, or 'module:function'")
+        raise FlareError(
+            f"{where}: metric '{metric}' must be one of {', '.join(metrics)}, or 'module:function' or 'evaluate:NAME'"
+        )
     verbalizer = _str_list(spec.get("verbalizer", labels), where, "verbalizer") if labels else []
     if len(verbalizer) != len(labels):
         raise FlareError(f"{where}: verbalizer needs one word per label ({len(labels)})")
@@ -257,3 +277,80 @@ def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, lis
     if not callable(function):
         raise FlareError(f"{where}: metric {spec!r}: {source} has no function {name!r}")
     return function
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def _evaluate_metric(
+    metric: str, spec: dict[str, Any], folder: Path, where: str, task_type: str, n_labels: int
+) -> Callable[[list, list], float]:
+    """`evaluate:NAME[#KEY]` as a metric function: loaded with `evaluate.load` now (a Hub name, or a
+    local script or folder relative to the task file) and tried on a small sample of the task's
+    prediction format, so an unknown metric, a wrong key or a wrong input type fails before any work."""
+    from flare import extras
+
+    source, _, key = metric.removeprefix("evaluate:").partition("#")
+    args, scale = spec.get("metric_args") or {}, spec.get("metric_scale", 100)
+    if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):
+        raise FlareError(f"{where}: metric_args must map compute() argument names to values")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise FlareError(f"{where}: metric_scale must be a number, got {scale!r}")
+    if not source:
+        raise FlareError(f"{where}: metric {metric!r}: name the metric, as in evaluate:accuracy")
+    try:
+        evaluate = extras.require("evaluate")
+    except FlareError as error:
+        raise FlareError(f"{where}: metric {metric!r}: {error}") from None
+    target, local = source, Path(source).expanduser()
+    local = local if local.is_absolute() else folder / local
+    if source.endswith(".py") or source.startswith((".", "/", "~")) or local.exists():
+        if not local.exists():
+            raise FlareError(f"{where}: metric {metric!r}: {local} not found")
+        target = str(local.resolve())
+    try:
+        module = evaluate.load(target, keep_in_memory=True)
+    except Exception as error:  # unknown name, Hub unreachable, a broken script: one line
+        raise FlareError(
+            f"{where}: metric {metric!r}: evaluate could not load {source!r} ({_one_line(error)})"
+        ) from None
+    names = (module.name, Path(source.rstrip("/")).stem)
+
+    def compute(predictions: list, references: list) -> float:
+        if task_type == "classification":
+            predictions = [-1 if p is None else p for p in predictions]
+        else:
+            predictions = ["" if p is None else str(p) for p in predictions]
+            references = [list(r["text"]) for r in references]
+        try:
+            result = module.compute(predictions=predictions, references=references, **args)
+        except Exception as error:
+            raise FlareError(f"metric {metric!r}: {_one_line(error)}") from None
+        if isinstance(result, dict):
+            chosen = key or next((k for k in names if k in result), None) or (
+                next(iter(result)) if len(result) == 1 else None
+            )
+            if chosen not in result:
+                raise FlareError(
+                    f"metric {metric!r} returns {', '.join(map(str, result))}: pick one as evaluate:{source}#KEY"
+                )
+            result = result[chosen]
+        elif key:
+            raise FlareError(f"metric {metric!r}: returns one value, not a dict with key {key!r}")
+        try:
+            return float(result) * scale
+        except (TypeError, ValueError):
+            raise FlareError(f"metric {metric!r}: returned {result!r:.60}, not a number") from None
+
+    if task_type == "classification":
+        sample: tuple[list, list] = (list(range(n_labels)), list(range(n_labels)))
+    else:
+        gold = [{"text": ["a b c"], "answer_start": [0]}, {"text": ["d e"], "answer_start": [0]}]
+        sample = (["a b c", "d e f"], gold)
+    try:
+        compute(*sample)
+    except FlareError as error:
+        raise FlareError(f"{where}: {error} (tried on a sample of this task's predictions)") from None
+    return compute

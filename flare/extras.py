@@ -19,6 +19,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "bitsandbytes": ("quant", "load_in_4bit"),
     "tensorboard": ("tracking", "TensorBoard logging"),
     "sacrebleu": ("mt", "BLEU/chrF of translations"),
+    "evaluate": ("metrics", "a metric from the Hugging Face evaluate library (metric: evaluate:...)"),
 }
 
 
