@@ -14,8 +14,9 @@ from flare.evaluate import predict
 from flare.formats import FormatSettings, PairFormatter
 from flare.methods import METHODS, reads_english
 from flare.modeling import load_backbone
-from flare.runs import Run, folder_variant
+from flare.runs import Run
 from flare.settings import Study
+from flare.study_folder import folder_variant
 from flare.tasks import get_task
 
 

@@ -1,15 +1,13 @@
-"""The runs of a study: a run's label, folder and record id, the plan (every run, in the order a
-study makes them), and which stage-2 sweep point a study's runs belong to in their folder."""
+"""The runs of a study: a run's label, folder and record id, and the plan (every run, in the order
+a study makes them)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from flare.errors import FlareError
 from flare.methods import METHODS
-from flare.settings import Study, from_dict, read_study_yaml, stage2_variant
+from flare.settings import Study
 
 
 @dataclass(frozen=True)
@@ -73,23 +71,3 @@ def plan(study: Study, variant: str | None = None) -> list[Run]:
                          for fusion in fusions for train in trains for test in tests]
     return runs
 
-
-def recorded_study(output_dir: str | Path) -> dict[str, Any] | None:
-    """The study.yaml settings of a folder that holds runs or a stage-1 model (None: a new folder)."""
-    out = Path(output_dir)
-    recorded = out / "study.yaml"
-    if not recorded.is_file() or not ((out / "results.jsonl").is_file() or (out / "stage1").is_dir()):
-        return None
-    return read_study_yaml(recorded)
-
-
-def folder_variant(study: Study) -> str | None:
-    """The stage-2 sweep point that `study`'s runs belong to in its output folder: the stage-2
-    settings that differ from the folder's study.yaml (None: the folder's own settings)."""
-    recorded = recorded_study(study.output_dir)
-    if recorded is None:
-        return None
-    try:
-        return stage2_variant(from_dict(Study, recorded), study)
-    except FlareError as error:
-        raise FlareError(f"{Path(study.output_dir) / 'study.yaml'}: {error}") from None

@@ -233,7 +233,7 @@ def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(
 
     own = tmp_path / "own.csv"
     own.write_text("text,label\nAku seneng banget,positive\nPanganane ora enak,negative\n", encoding="utf-8")
-    pairs = Pipeline(study)._test_file(own, Run("flare", "add_relu", "jav", 1))
+    pairs = Pipeline(study).data.test_file(own, Run("flare", "add_relu", "jav", 1))
     assert [p.source.fields["text"] for p in pairs] == ["banget seneng Aku", "enak ora Panganane"]
     adapter = tmp_path / "study/runs/flare-add_relu/jav/seed1/adapter"
     result = evaluate_command(study, "jav", "flare", str(adapter), str(own))
