@@ -4,13 +4,13 @@ The public names are imported on first use (PEP 562), so `import flare` and `fla
 pay for torch, transformers and peft until something needs them.
 """
 
-import importlib
 import logging
 
 # bitsandbytes warns on import that its optional Hub-fetched CPU kernel is missing; that package
 # must not be installed offline, and the built-in CPU path works, so the warning is only noise.
 logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
+from flare.adapter.lazy import lazy_exports  # noqa: E402
 from flare.errors import FlareError  # noqa: E402
 
 __version__ = "0.1.0"
@@ -26,15 +26,4 @@ _LAZY = {
 }
 
 __all__ = ["FlareError", "__version__", *_LAZY]
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value  # later lookups skip this function
-        return value
-    raise AttributeError(f"module 'flare' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

@@ -4,7 +4,7 @@ PEFT face of the model (citizen.py) and a collator for the English side.
 Names load on first use (PEP 562): `flare.adapter.config` (the settings' choices) is read by the
 command line before it knows whether torch and peft are needed at all."""
 
-import importlib
+from flare.adapter.lazy import lazy_exports
 
 _LAZY = {
     "FlareConfig": "flare.adapter.config",
@@ -15,15 +15,4 @@ _LAZY = {
 }
 
 __all__ = list(_LAZY)
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'flare.adapter' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_LAZY))
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY)

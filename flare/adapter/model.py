@@ -128,7 +128,8 @@ class FlareModel(PeftCitizen):
             self._check_not_merged()
         # Kept until the next forward: gradient checkpointing recomputes layers during backward.
         self._side = self._prepare_source(
-            (), kwargs, source_input_ids, source_attention_mask, source_states, extra, False
+            kwargs, ids=source_input_ids, mask=source_attention_mask, states=source_states, extra=extra,
+            generating=False,
         )
         return self.peft_model(**kwargs)
 
@@ -141,7 +142,10 @@ class FlareModel(PeftCitizen):
         extra = _pop_source_kwargs(kwargs)
         if source_input_ids is not None or source_states is not None:
             self._check_not_merged()
-        side = self._prepare_source(args, kwargs, source_input_ids, source_attention_mask, source_states, extra, True)
+        side = self._prepare_source(
+            kwargs, ids=source_input_ids, mask=source_attention_mask, states=source_states, extra=extra,
+            generating=True, args=args,
+        )
         if side is not None and self._decoder_only:
             check_cached_decoding(
                 self.flare_config, uses_cache(getattr(self.backbone, "generation_config", None), args, kwargs),
@@ -155,7 +159,13 @@ class FlareModel(PeftCitizen):
 
     # ----------------------------------------------------------------- the English side
 
-    def _prepare_source(self, args, kwargs, ids, mask, states, extra, generating) -> _SourceSide | None:
+    def _prepare_source(
+        self, kwargs: dict[str, Any], *, ids: torch.Tensor | None, mask: torch.Tensor | None,
+        states: torch.Tensor | None, extra: dict[str, Any], generating: bool, args: tuple = (),
+    ) -> _SourceSide | None:
+        """Check the English side (token ids of the same tokenizer, or another model's `states`)
+        against the target batch in `kwargs` (or generate's positional `args`), run its pass, and
+        keep what the fusion hooks need. `extra`: the backbone's own English-side arguments."""
         if ids is None and states is None:
             if mask is not None or extra:
                 raise FlareError("source_attention_mask given without source_input_ids or source_states")
