@@ -11,7 +11,7 @@ _LAZY = {
     "FlareModel": "flare.adapter.model",
     "SourceCollator": "flare.adapter.collate",
     "get_flare_model": "flare.adapter.model",
-    "load_flare_model": "flare.adapter.io",
+    "load_flare_model": "flare.adapter.load",
 }
 
 __all__ = list(_LAZY)

@@ -22,6 +22,7 @@ from typing import Any
 from peft import PeftModel
 from torch import nn
 
+from flare.adapter.io import load_onto, push_flare, reload_weights, save_flare
 from flare.errors import FlareError
 
 # Source-side names Trainer must keep besides source_input_ids/source_attention_mask/source_states:
@@ -125,18 +126,14 @@ class PeftCitizen(PeftModel):
             raise FlareError(
                 f"load_adapter(..., {adapter_name!r}) is not supported on a FLARE adapter: {_ONE_ADAPTER_WHY}"
             )
-        from flare.adapter.io import reload_weights
-
         reload_weights(self, model_id, revision=kwargs.get("revision"))
 
     @classmethod
     def from_pretrained(cls, model: nn.Module, model_id: str | os.PathLike, adapter_name: str | None = None,
                         is_trainable: bool = False, **kwargs: Any):
         """PEFT's entry point, for a FLARE adapter: the same as flare.load_flare_model."""
-        from flare.adapter.io import load_flare_model
-
-        return load_flare_model(
-            model, model_id, is_trainable=is_trainable, revision=kwargs.get("revision"), adapter_name=adapter_name
+        return load_onto(
+            cls, model, model_id, is_trainable=is_trainable, revision=kwargs.get("revision"), adapter_name=adapter_name
         )
 
     # ------------------------------------------------------------- saving and the Hub
@@ -145,8 +142,6 @@ class PeftCitizen(PeftModel):
                         scores: dict[str, float] | None = None, **kwargs: Any) -> None:
         """A PEFT LoRA adapter folder plus the FLARE sidecar files and a model card (see io.py).
         languages and scores go into the card. Trainer's state_dict/is_main_process are honoured."""
-        from flare.adapter.io import save_flare
-
         if not kwargs.pop("is_main_process", True):
             return
         kwargs.pop("safe_serialization", None)  # always safetensors
@@ -158,8 +153,6 @@ class PeftCitizen(PeftModel):
                     create_pr: bool = False, **kwargs: Any):
         """Upload the adapter folder save_pretrained writes (PEFT files, FLARE sidecar, model card)
         to a Hub model repository, creating it when needed. Returns the commit info."""
-        from flare.adapter.io import push_flare
-
         return push_flare(self, repo_id, languages=languages, scores=scores, private=private, token=token,
                           commit_message=commit_message, revision=revision, create_pr=create_pr, **kwargs)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from flare.errors import FlareError
+from flare.setting_types import Range
 
 # The cross-attention fusions, by the side their queries come from.
 CROSS_ATTENTION_QUERIES = {"cross_attention": "source", "cross_attention_target_queries": "target"}
@@ -22,16 +23,22 @@ DEFAULT_FUSE_MODULES = (("q_proj", "v_proj"), ("query", "value"), ("q", "v"))
 
 @dataclass
 class FlareConfig:
-    """Settings of a FLARE adapter.
+    """Settings of a FLARE adapter. A study sets the fields `flare.settings.STUDY_ADAPTER_FIELDS` names
+    (its `adapter:` section and `--adapter.*` flags, documented by the text below); the ranges declared
+    with the types are enforced there, on what users type, while this class refuses only what
+    breaks the adapter, so adapters saved with other values still load.
 
     Attributes:
         r: LoRA rank (the bottleneck width in which the fusion happens).
         lora_alpha: LoRA scaling numerator; the adapter output is scaled by lora_alpha / r.
         lora_dropout: dropout on the adapter input; the same module is applied to both sides.
-        target_modules: module names (or "all-linear") that get LoRA; None means the fused modules.
-        fuse_modules: LoRA-targeted modules that also receive the source side; None picks the
-            architecture's query and value projections (q_proj/v_proj, query/value or q/v). On
-            encoder-decoder models only the encoder's modules fuse; the decoder runs plain LoRA.
+        target_modules: module names (or "all-linear") that get LoRA; None (or empty): the fused
+            modules.
+        fuse_modules: LoRA-targeted modules that also receive the English side; None (or empty)
+            picks the architecture's query and value projections (q_proj/v_proj, query/value or
+            q/v); models with a fused query-key-value projection (e.g. BLOOM's query_key_value)
+            need it set. On encoder-decoder models only the encoder's modules fuse; the decoder
+            runs plain LoRA.
         fusion: how the source (S = A x_s) and target (T = A x_t) bottlenecks combine: add (S + T),
             mul (S * T), add_relu (relu(S) + relu(T)), matmul (S T^T T), matmul_relu (the same on
             relu'd inputs), cross_attention (the paper's: queries from S, keys and values from T),
@@ -64,19 +71,19 @@ class FlareConfig:
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """
 
-    r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
+    r: Annotated[int, Range(1, 4096)] = 8
+    lora_alpha: Annotated[int, Range(1, 1 << 20)] = 16
+    lora_dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     target_modules: list[str] | str | None = None
     fuse_modules: list[str] | None = None
-    fusion: str = "add_relu"
-    cross_attention_heads: int = 1
+    fusion: Literal[FUSIONS] = "add_relu"
+    cross_attention_heads: Annotated[int, Range(1, 4096)] = 1
     cross_attention_dropout: float = 0.0
     source_dim: int | None = None
-    source_position: str = "module_input"
+    source_position: Literal[SOURCE_POSITIONS] = "module_input"
     mask_source_padding: bool = True
-    decode_fusion: str = "none"
-    alignment: str = "auto"
+    decode_fusion: Literal[DECODE_FUSIONS] = "none"
+    alignment: Literal[ALIGNMENTS] = "auto"
     modules_to_save: list[str] | None = None
     task_type: str | None = None
 

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peft import PeftModel
 from peft.utils import load_peft_weights, set_peft_model_state_dict
@@ -29,8 +29,10 @@ from torch import nn
 
 from flare.adapter.card import check_card_inputs, model_card
 from flare.adapter.config import FlareConfig
-from flare.adapter.model import FlareModel
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
+
+if TYPE_CHECKING:  # the model class is passed in: io sits below model.py and citizen.py
+    from flare.adapter.model import FlareModel
 
 CONFIG_FILE = "flare_config.json"
 WEIGHTS_FILE = "flare_weights.safetensors"
@@ -175,13 +177,11 @@ def _adapter_name(directory: Path) -> str:
     return name
 
 
-def load_flare_model(
-    base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False, revision: str | None = None,
-    adapter_name: str | None = None,
+def load_onto(
+    model_class: type[FlareModel], base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False,
+    revision: str | None = None, adapter_name: str | None = None,
 ) -> FlareModel:
-    """Put a saved FLARE adapter (a folder, a Trainer checkpoint folder or a Hub model id) on
-    base_model (the same base it was trained on), under the name it was saved with unless
-    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable."""
+    """`flare.load_flare_model`, building a `model_class` (FlareModel or a subclass)."""
     directory = resolve_adapter(directory, revision)
     config, fused = check_adapter_dir(directory)
     adapter_name = adapter_name or _adapter_name(directory)
@@ -200,7 +200,7 @@ def load_flare_model(
     missing = [name for name in fused if name not in dict(peft_model.base_model.model.named_modules())]
     if missing:
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
-    model = FlareModel(peft_model, config, fused)
+    model = model_class(peft_model, config, fused)
     _load_flare_weights(model, directory)
     for parameter in model.fusion_modules.parameters():
         parameter.requires_grad_(is_trainable)
@@ -219,7 +219,7 @@ def reload_weights(model: FlareModel, location: str | os.PathLike, revision: str
         weights = load_peft_weights(str(directory))
         result = set_peft_model_state_dict(model.peft_model, weights, adapter_name=model.adapter_name)
     except (RuntimeError, ValueError, KeyError, OSError, SafetensorError) as error:
-        raise FlareError(f"cannot load the adapter in {directory}: {str(error).splitlines()[0]}") from None
+        raise FlareError(f"cannot load the adapter in {directory}: {first_line(error)}") from None
     if result.unexpected_keys:
         raise FlareError(f"the adapter in {directory} does not match this model: {result.unexpected_keys[0]}")
     _load_flare_weights(model, directory)
