@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from flare.data import ColumnSpec
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
 from flare.files import check_name, load_yaml, read_text
 from flare.tasks import QA_METRICS, PromptTemplate, Task
 
@@ -272,7 +272,7 @@ def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, lis
     except FlareError:
         raise
     except Exception as error:  # the user's module failed to import: say which and why, in one line
-        raise FlareError(f"{where}: metric {spec!r} could not be loaded ({type(error).__name__}: {error})") from None
+        raise FlareError(f"{where}: metric {spec!r} could not be loaded ({_one_line(error)})") from None
     function = getattr(module, name, None)
     if not callable(function):
         raise FlareError(f"{where}: metric {spec!r}: {source} has no function {name!r}")
@@ -280,8 +280,8 @@ def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, lis
 
 
 def _one_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {lines[0][:300] if lines else ''}"
+    """`Type: first line` of an error (at most 300 characters of the line), or the type alone."""
+    return f"{type(error).__name__}: {first_line(error)[:300]}" if str(error).strip() else type(error).__name__
 
 
 def _evaluate_metric(

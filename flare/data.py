@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from flare.errors import FlareError
-from flare.files import read_text
+from flare.errors import FlareError, first_line
+from flare.files import read_jsonl, read_text
 
 PairKind = Literal["gold", "machine"]
 
@@ -204,18 +204,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                 raise FlareError(f"{path}: row {number} has {found} fields but the header names {len(columns)}")
         return rows, columns
     if suffix == ".jsonl":
-        rows = []
-        with io.StringIO(read_text(path)) as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError:
-                    raise FlareError(f"{path}: line {number} is not valid JSON") from None
-                if not isinstance(obj, dict):
-                    raise FlareError(f"{path}: line {number} is not a JSON object")
-                rows.append(obj)
+        rows = [row for _, row in read_jsonl(path)]
         columns = sorted({key for row in rows for key in row})
         return rows, columns
     if suffix == ".parquet":
@@ -224,10 +213,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         try:
             table = pq.read_table(path)
         except (OSError, ValueError) as error:  # pyarrow's ArrowInvalid is a ValueError
-            raise FlareError(
-                f"{path}: not a readable Parquet file "
-                f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-            ) from None
+            raise FlareError(f"{path}: not a readable Parquet file ({first_line(error)})") from None
         columns = list(table.column_names)
         repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
         if repeated is not None:

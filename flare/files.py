@@ -2,7 +2,8 @@
 renamed into place, so a reader (or a resumed run) never sees half a file; results.jsonl grows by
 locked appends (`append_line`) and an output folder has one writer at a time (`folder_lock`).
 Text inputs are read through `read_text`, which turns a wrong encoding into one line naming the
-file and line, and every YAML file through `load_yaml`, the project's one loader."""
+file and line, every JSON Lines file through `read_jsonl` and every YAML file through `load_yaml`,
+the project's one loader of each."""
 
 from __future__ import annotations
 
@@ -111,6 +112,31 @@ def read_text(path: str | os.PathLike, shared_lock: bool = False) -> str:
         raise FlareError(
             f"{path}: line {line} is not UTF-8 text (byte 0x{data[error.start]:02x}); save the file as UTF-8"
         ) from None
+
+
+def read_jsonl(path: str | os.PathLike, shared_lock: bool = False) -> list[tuple[int, dict[str, Any]]]:
+    """The objects of a JSON Lines file, each with its line number (from 1), for every reader of
+    one: custom datasets, translation files and results.jsonl.
+
+    The file is read by `read_text` (UTF-8 only, a byte-order mark dropped, `shared_lock` as
+    there). Lines end at "\n" only ("\r\n" works; a U+2028 inside a string does not split a line);
+    blank lines are skipped; a missing newline after the last line is fine. Every other line must
+    be one JSON object, else a one-line FlareError names the file and line: "not valid JSON (why)"
+    or "not a JSON object". That includes a last line cut short by a killed writer: it is reported,
+    never dropped, because a silently lost record would change what the caller computes."""
+    path = Path(path)
+    objects = []
+    for number, line in enumerate(read_text(path, shared_lock=shared_lock).split("\n"), start=1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise FlareError(f"{path}: line {number} is not valid JSON ({error.msg})") from None
+        if not isinstance(value, dict):
+            raise FlareError(f"{path}: line {number} is not a JSON object")
+        objects.append((number, value))
+    return objects
 
 
 # --- YAML -----------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ Rules, chosen to be deterministic and simple to state:
   vocabulary with Indonesian).
 
 It plugs into :func:`flare.translate.translate_dataset` as a backend, so its output follows the
-translation-file contract (:func:`flare.parallel.translation_path`, meta file, SQLite cache).
+translation-file contract (:func:`flare.parallel_data.translation_path`, meta file, SQLite cache).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ from typing import Any
 
 from flare import extras
 from flare.errors import FlareError
-from flare.files import atomic_path, read_text, write_atomically
+from flare.files import atomic_path, read_jsonl, write_atomically
 from flare.languages import LANGUAGES
 from flare.methods import BASELINE, table_rank
 from flare.stats import Stat, seed_stat, t_quantile_975
@@ -52,30 +52,21 @@ class TaskSummary:
 
 def load_results(path: str | os.PathLike) -> list[dict[str, Any]]:
     """Read a ``results.jsonl``. A later record with the same ``run_id`` replaces the earlier one (a
-    rerun). Blank lines are allowed; anything else that is not a valid record raises FlareError naming
-    the file and line, because a silently skipped run would change the averages."""
+    rerun). Blank lines are allowed; anything else that is not a valid record (a last line cut short by
+    a killed writer included: see `flare.files.read_jsonl`) raises FlareError naming the file and line,
+    because a silently skipped run would change the averages."""
     path = Path(path)
     if not path.is_file():
         raise FlareError(f"report: results file {path} does not exist")
     records: dict[str, dict[str, Any]] = {}
-    with io.StringIO(read_text(path, shared_lock=True)) as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{number}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise FlareError(f"report: {where}: not valid JSON ({error.msg})") from None
-            _validate(record, where)
-            records.pop(record["run_id"], None)  # a rerun moves to where it was last written
-            records[record["run_id"]] = record
+    for number, record in read_jsonl(path, shared_lock=True):  # locked: no append is halfway through
+        _validate(record, f"{path}:{number}")
+        records.pop(record["run_id"], None)  # a rerun moves to where it was last written
+        records[record["run_id"]] = record
     return list(records.values())
 
 
-def _validate(record: Any, where: str) -> None:
-    if not isinstance(record, dict):
-        raise FlareError(f"report: {where}: a record must be a JSON object")
+def _validate(record: Mapping[str, Any], where: str) -> None:
     missing = [key for key in REQUIRED if key not in record]
     if missing:
         raise FlareError(f"report: {where}: record lacks {', '.join(missing)}")

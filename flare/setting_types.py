@@ -1,10 +1,23 @@
-"""The type checking behind every setting: a `Range` declared with a number's type, and
-`from_dict`, which builds a settings dataclass from plain data (YAML, the command line, Python) and
-refuses unknown keys and values outside their type, `Literal` choices or range, in one line."""
+"""The type checking behind every setting: a `Range` declared with a number's type, `from_dict`,
+which builds a settings dataclass from plain data and refuses unknown keys and values outside their
+type, `Literal` choices or range, in one line, and `fields_of`, which lends one dataclass's field
+declarations (type, default, documentation) to another.
+
+`from_dict` is the only checker: the Python API (`load_study`, `Study.validate`) and the command
+line (flare/cli.py: the study file before jsonargparse reads it, the parsed study after, and
+`check_setting` for a flag jsonargparse refused) all call it. jsonargparse's own validation of the
+same dataclasses (`ArgumentParser.add_class_arguments` + `parse_object`, version 4.53) cannot
+replace it: it ignores `Range` metadata in `Annotated` (adapter.r 2**40 and
+stage1.gradient_accumulation 0 pass), accepts nan for a float, accepts a list where a nested
+section belongs, and words a refusal as several lines ('Parser key "methods":' then "Expected a
+typing.Literal[...]. Got value: flarex") without the list index, the choices as plain words or the
+hint about YAML booleans such as a bare `no`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import reprlib
 import types
@@ -115,3 +128,33 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
 
 def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
+def fields_of(source: type, *names: str):
+    """A class decorator, applied under @dataclass: the class gets these fields of the `source`
+    dataclass (type with its constraints, default) and their text from `source`'s docstring as its
+    own `Args:`, which jsonargparse shows in --help. One declaration then serves both classes."""
+    import docstring_parser  # only when settings are built: the adapter imports this module too
+
+    # A postponed annotation stays one, resolved in its own module: jsonargparse then reads it as
+    # it reads every other setting's (the plain type in --help, the Range shown beside it).
+    hints = {
+        name: typing.ForwardRef(hint, module=source.__module__) if isinstance(hint, str) else hint
+        for name, hint in inspect.get_annotations(source).items()
+    }
+    declared = {f.name: f for f in dataclasses.fields(source)}
+    docs = {p.arg_name: p.description for p in docstring_parser.parse(source.__doc__ or "").params}
+
+    def decorate(cls: type) -> type:
+        cls.__annotations__ = {**{name: hints[name] for name in names}, **inspect.get_annotations(cls)}
+        for name in names:
+            if declared[name].default is dataclasses.MISSING:
+                raise TypeError(f"{source.__name__}.{name} needs a plain default to be shared")
+            setattr(cls, name, declared[name].default)
+        args = "".join(
+            f"\n    {name}: " + docs[name].replace("\n", "\n        ") for name in names if docs.get(name)
+        )
+        cls.__doc__ = f"{inspect.cleandoc(cls.__doc__ or '')}\n\nArgs:{args}\n"
+        return cls
+
+    return decorate

@@ -1,8 +1,9 @@
 """Typed settings of a study, loadable from YAML and overridable from the command line.
 
 A study is one task and one model: stage 1 fine-tunes on English, then every method adapts to
-every target language for every seed. Every field is documented here; `flare compare --help`
-prints the same text.
+every target language for every seed. Every field is documented here, the adapter's where the
+adapter declares them (FlareConfig, flare/adapter/config.py); `flare compare --help` prints the same
+text. The values are checked by flare/setting_types.py.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from flare.adapter.config import CROSS_ATTENTION_QUERIES, DECODE_FUSIONS, FUSIONS
+from flare.adapter.config import CROSS_ATTENTION_QUERIES, FUSIONS, FlareConfig
 from flare.english_side import ENGLISH_SIDES
 from flare.errors import FlareError
 from flare.methods import FUSED, METHOD_NAMES, METHODS
-from flare.setting_types import Range, check_type, from_dict
+from flare.setting_types import Range, check_type, fields_of, from_dict
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
 TRACKER_PACKAGES = {
@@ -114,33 +115,25 @@ class DataSettings:
     lexicon_dir: str | None = None
 
 
+# The adapter fields a study sets, declared and documented once, by FlareConfig; the rest of
+# FlareConfig follows from the method (fusion, source_dim), the task and the model family.
+STUDY_ADAPTER_FIELDS = (
+    "r", "lora_alpha", "lora_dropout", "target_modules", "source_position", "decode_fusion",
+    "cross_attention_heads", "fuse_modules", "english_gate",
+)
+
+
 @dataclass
+@fields_of(FlareConfig, *STUDY_ADAPTER_FIELDS)
 class AdapterSettings:
-    """The LoRA / FLARE adapter of both stages.
+    """The LoRA / FLARE adapter of both stages."""
 
-    Args:
-        r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (scale = lora_alpha / r).
-        lora_dropout: dropout on the adapter input.
-        target_modules: module names that get LoRA, or "all-linear"; empty: the query/value projections.
-        source_position: "module_input" (what the fused linear sees) or "layer_input" (the reference code's
-            residual stream).
-        decode_fusion: what target positions past the last real English token fuse (generated tokens,
-            and on decoders also answer positions in a training forward): "none" or "last".
-        cross_attention_heads: heads of the cross_attention fusion.
-        fuse_modules: module names whose LoRA fuses the English side; empty: the query and value
-            projections (q_proj/v_proj, query/value or q/v). Models with a fused query-key-value
-            projection (e.g. BLOOM's query_key_value) need it set.
-    """
-
-    r: Annotated[int, Range(1, 4096)] = 8
-    lora_alpha: Annotated[int, Range(1, 1 << 20)] = 16
-    lora_dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
-    target_modules: list[str] | str | None = None
-    source_position: Literal["module_input", "layer_input"] = "module_input"
-    decode_fusion: Literal[DECODE_FUSIONS] = "none"
-    cross_attention_heads: Annotated[int, Range(1, 4096)] = 1
-    fuse_modules: list[str] | None = None
+    def flare_kwargs(self) -> dict[str, Any]:
+        """These settings as `FlareConfig` arguments; an empty module list means FlareConfig's default."""
+        values = dataclasses.asdict(self)
+        for name in ("target_modules", "fuse_modules"):
+            values[name] = values[name] or None
+        return values
 
 
 @dataclass

@@ -25,7 +25,7 @@ from flare.data import (
     read_xnli_tsv,
 )
 from flare.errors import FlareError
-from flare.parallel import pair_gold, pair_machine, read_translations, translation_path
+from flare.parallel_data import pair_gold, pair_machine, read_translations, translation_path
 
 DATA_DIR_ENV = "FLARE_DATA_DIR"
 QA_METRICS = ["exact_match", "f1", "exact_match_paper_compat"]

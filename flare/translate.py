@@ -24,10 +24,10 @@ from typing import Any, Protocol
 from flare import extras
 from flare.data import require_text, visible
 from flare.device import dtype_name, resolve_placement
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
 from flare.files import write_atomically
 from flare.languages import m2m100_tag, resolve_languages
-from flare.parallel import translation_path
+from flare.parallel_data import translation_path
 from flare.projection import DROP_ANSWER_NOT_IN_CONTEXT, MARKER, mark_answer, unmark_answer
 from flare.translation_cache import TranslationCache
 
@@ -84,7 +84,7 @@ def load_seq2seq(model: str, device: str, dtype: str) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(model)
         network = AutoModelForSeq2SeqLM.from_pretrained(model, **placement.from_pretrained_kwargs())
     except (OSError, ValueError) as error:
-        raise FlareError(f"cannot load MT model {model!r}: {str(error).splitlines()[0]}") from None
+        raise FlareError(f"cannot load MT model {model!r}: {first_line(error)}") from None
     network.eval().requires_grad_(False)
     return tokenizer, network
 
@@ -102,10 +102,7 @@ def check_mt_model(model: str) -> None:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise FlareError(
-            f"MT model {model}: unreadable config.json "
-            f"({str(error).splitlines()[0] if str(error) else type(error).__name__})"
-        ) from None
+        raise FlareError(f"MT model {model}: unreadable config.json ({first_line(error)})") from None
     if not getattr(config, "is_encoder_decoder", False):
         raise FlareError(
             f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)"

@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
 
 
 class TranslationCache:
@@ -32,7 +32,9 @@ class TranslationCache:
             self._db.commit()
         except sqlite3.DatabaseError as error:
             self._db.close()
-            raise FlareError(f"translation cache {path}: unusable ({error}); delete it to start a new cache") from None
+            raise FlareError(
+                f"translation cache {path}: unusable ({first_line(error)}); delete it to start a new cache"
+            ) from None
 
     def lookup(self, namespace: tuple[str, str, str, str], texts: Sequence[str]) -> dict[str, str]:
         """Cached translations of ``texts`` under ``namespace = (model, src, tgt, settings)``."""

@@ -274,7 +274,7 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     ("predict-english-count", "predict", r"2 inputs but 1 English translations",
      lambda c: c.predict("--text", str(c.file("in.txt", "apik\nala\n")), "--english", "good")),
     # report
-    ("report-malformed-jsonl", "report", r"results.jsonl:2: not valid JSON",
+    ("report-malformed-jsonl", "report", r"results.jsonl: line 2 is not valid JSON",
      lambda c: _report(c, RECORD + '{"run_id": "nusax/fl')),
     ("report-against-unknown-label", "report", r"report: no runs labelled 'LoRA'; labels: FLARE",
      lambda c: _report(c, RECORD, "--against", '["LoRA"]', "--out_dir", str(c.out))),

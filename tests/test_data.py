@@ -8,7 +8,7 @@ import pytest
 
 from flare.data import Example, LoadStats, read_records, read_squad_json
 from flare.errors import FlareError
-from flare.parallel import read_translation_meta, read_translations, translation_path, write_translations
+from flare.parallel_data import read_translation_meta, read_translations, translation_path, write_translations
 from flare.tasks import get_task
 
 NUSAX_COUNTS = {"train": (500, [192, 119, 189]), "valid": (100, [38, 24, 38]), "test": (400, [153, 96, 151])}

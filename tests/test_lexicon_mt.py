@@ -17,7 +17,7 @@ from flare.lexicon_mt import (
     read_lexicon,
     translate_with_lexicon,
 )
-from flare.parallel import read_translation_meta, read_translations, translation_path
+from flare.parallel_data import read_translation_meta, read_translations, translation_path
 from flare.tasks import get_task
 
 # "xyz" is a made-up local language: ambiguity on both sides, a phrase, a note in parentheses.

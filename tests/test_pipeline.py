@@ -158,7 +158,8 @@ def test_the_api_and_the_cli_read_a_study_alike_and_help_shows_the_ranges(tmp_pa
         main(["compare", "--help"])
     assert done.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    for shown in ("LoRA rank. Range: >= 1 and <= 4096.", "Range: each >= 0 and <= 4294967295.",
+    for shown in ("LoRA rank (the bottleneck width in which the fusion happens). Range: >= 1 and <= 4096.",
+                  "Range: each >= 0 and <= 4294967295.",
                   "batches summed into one optimizer step. Range: >= 1."):
         assert shown in help_text
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import XLMRobertaConfig, XLMRobertaModel
 
-from flare.parallel import write_translations
+from flare.parallel_data import write_translations
 from flare.pipeline import compare
 from flare.settings import DataSettings, StageSettings, Study
 from flare.tasks import get_task

@@ -121,7 +121,7 @@ def test_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     path = tmp_path / "results.jsonl"
     lines = [json.dumps(r) for r in _records()[:2]]
     path.write_text(lines[0] + "\n\n" + lines[1] + "\n" + '{"run_id": "x", "score": ' + "\n", encoding="utf-8")
-    with pytest.raises(FlareError, match=r"results\.jsonl:4: not valid JSON"):
+    with pytest.raises(FlareError, match=r"results\.jsonl: line 4 is not valid JSON \(Expecting value\)"):
         load_results(path)
     bad = dict(_records()[0], score="high")
     with pytest.raises(FlareError, match=r"results\.jsonl:1: score must be a finite number"):

@@ -13,8 +13,8 @@ from transformers import M2M100ForConditionalGeneration
 
 from _tiny_mt import available_data_dir, shared_tiny_nllb, training_sentences
 from flare.errors import FlareError
-from flare.parallel import read_translations as _read_by_id
-from flare.parallel import translation_path
+from flare.parallel_data import read_translations as _read_by_id
+from flare.parallel_data import translation_path
 from flare.translate import (
     DecodingSettings,
     translate_dataset,

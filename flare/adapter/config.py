@@ -67,6 +67,9 @@ class FlareConfig:
             source_states come from another tokenizer: their real states are packed together,
             and on decoder-only models they always pair from the first token (left), so
             appending answer tokens never moves a pair.
+        english_gate: learn one scalar per fused module (starting at 1, plain FLARE) that scales how
+            much the English side changes the target's bottleneck: T + g (phi(S, T) - T). Meant
+            for a poor English side (machine translation), which training can then turn down.
         modules_to_save: extra modules trained in full and saved with the adapter (task heads).
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """
@@ -84,6 +87,7 @@ class FlareConfig:
     mask_source_padding: bool = True
     decode_fusion: Literal[DECODE_FUSIONS] = "none"
     alignment: Literal[ALIGNMENTS] = "auto"
+    english_gate: bool = False
     modules_to_save: list[str] | None = None
     task_type: str | None = None
 

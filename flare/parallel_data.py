@@ -1,4 +1,5 @@
-"""Pairing target-language examples with their English side, and the translation-file contract.
+"""Parallel data (not parallelism): pairing target-language examples with their English side,
+gold (human-parallel) or machine-translated, and the translation-file contract.
 
 Translation files are written by the translation step and read here:
 `<translations_dir>/<task>/<split>/<src_lang>-<tgt_lang>.jsonl`, one JSON object per line
@@ -8,7 +9,6 @@ sidecar `<src_lang>-<tgt_lang>.meta.json`. Rows whose QA answer could not be pro
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
@@ -16,7 +16,7 @@ from typing import Any
 
 from flare.data import Example, LoadStats, Pair, _clip, check_answers, require_text
 from flare.errors import FlareError
-from flare.files import check_name, read_text, write_atomically
+from flare.files import check_name, read_jsonl, read_text, write_atomically
 
 
 def translation_path(translations_dir: str | Path, task: str, split: str, src_lang: str, tgt_lang: str) -> Path:
@@ -30,20 +30,13 @@ def read_translations(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise FlareError(f"{path}: translation file not found (run the translation step first)")
     rows: dict[str, dict[str, Any]] = {}
-    with io.StringIO(read_text(path)) as handle:  # UTF-8 only, a byte-order mark dropped
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
-                raise FlareError(f"{path}: line {number} is not valid JSON") from None
-            if not isinstance(row, dict) or "id" not in row:
-                raise FlareError(f"{path}: line {number} has no 'id'")
-            key = str(row["id"])
-            if key in rows:
-                raise FlareError(f"{path}: line {number} repeats id {_clip(key)}")
-            rows[key] = row
+    for number, row in read_jsonl(path):
+        if "id" not in row:
+            raise FlareError(f"{path}: line {number} has no 'id'")
+        key = str(row["id"])
+        if key in rows:
+            raise FlareError(f"{path}: line {number} repeats id {_clip(key)}")
+        rows[key] = row
     return rows
 
 
