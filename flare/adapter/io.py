@@ -202,7 +202,7 @@ def load_onto(
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
     model = model_class(peft_model, config, fused)
     _load_flare_weights(model, directory)
-    for parameter in model.fusion_modules.parameters():
+    for parameter in [*model.fusion_modules.parameters(), *model.english_gates.parameters()]:
         parameter.requires_grad_(is_trainable)
     if model.source_projection is not None:
         model.source_projection.requires_grad_(is_trainable)

@@ -87,6 +87,12 @@ class FlareModel(PeftCitizen):
             )
             if module is not None:
                 self.fusion_modules[_key(name)] = module.to(**factory)
+        # english_gate: a learned scalar per fused module scales the English side's change to the
+        # target's bottleneck (1 at the start: plain FLARE), so training can turn a poor English down
+        self.english_gates = nn.ParameterDict(
+            {_key(name): nn.Parameter(torch.ones((), **factory)) for name in self.fused_modules}
+            if config.english_gate else {}
+        )
         self.source_projection = None
         if config.source_dim is not None:
             widths = {layer.in_features for layer in self._lora.values()}
@@ -278,6 +284,8 @@ class FlareModel(PeftCitizen):
         if side.mask is not None and self.flare_config.mask_source_padding:
             source_keys = _repeat_rows(side.mask, batch)
         fused = fuse(fusion, bottleneck, target, index, target_keys, source_keys, self._decoder_only, module)
+        if self.english_gates:
+            fused = target + self.english_gates[_key(name)].to(target.dtype) * (fused - target)
         return torch.where(valid[..., None], fused, target)
 
     def _bottleneck(
@@ -323,7 +331,7 @@ class FlareModel(PeftCitizen):
     def flare_state_dict(self) -> dict[str, torch.Tensor]:
         """FLARE-only weights (fusion modules, projection): what PEFT's adapter file lacks. Named
         by prefix, so a module registered for another purpose never lands in the sidecar."""
-        own = ("fusion_modules.", "source_projection.")
+        own = ("fusion_modules.", "source_projection.", "english_gates.")
         return {k: v.detach().contiguous() for k, v in self.state_dict().items() if k.startswith(own)}
 
 
