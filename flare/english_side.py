@@ -13,7 +13,10 @@ and the fusion contribute (the controls), and show what survives a realistic Eng
   probability, half of the corruptions dropping the word and half replacing it with another word of
   the English vocabulary of the same pairs; fixed per seed and example;
 * ``lexicon``: the target translated word by word through the NusaX lexicons
-  (:mod:`flare.lexicon_mt`).
+  (:mod:`flare.lexicon_mt`);
+* ``mix-lexicon`` / ``mix-noise50``: half of the examples (fixed per seed and example) with that
+  side, the others gold: training on both teaches a model not to trust the English blindly, for a
+  test-time English that is machine made (issue 18's remedy).
 
 Every variant is a pure function of the pairs (and the seed): it returns new pairs and changes
 only the text fields of the English side; ids and labels stay those of the pair.
@@ -28,9 +31,11 @@ from pathlib import Path
 
 from flare.data import Example, Pair
 from flare.errors import FlareError
+from flare.lexicon_mt import LexiconTranslator
 
 NOISE_LEVELS = {"noise10": 0.10, "noise30": 0.30, "noise50": 0.50}
-ENGLISH_SIDES = ("gold", "shuffled", "self", *NOISE_LEVELS, "lexicon")
+MIXED = {"mix-lexicon": "lexicon", "mix-noise50": "noise50"}  # side name -> the side mixed with gold
+ENGLISH_SIDES = ("gold", "shuffled", "self", *NOISE_LEVELS, "lexicon", *MIXED)
 
 
 def _check(pairs: Sequence[Pair], name: str) -> None:
@@ -143,10 +148,15 @@ def lexicon(
     pairs: Sequence[Pair], language: str, folder: str | Path | None = None, data_dir: str | Path | None = None
 ) -> list[Pair]:
     """The target translated word by word through the NusaX lexicons of ``language``."""
-    from flare.lexicon_mt import LexiconTranslator
-
     _check(pairs, "lexicon")
     return translated(pairs, LexiconTranslator(language, folder, data_dir).translate)
+
+
+def mixed(pairs: Sequence[Pair], other: Sequence[Pair], seed: int, name: str = "mix") -> list[Pair]:
+    """Each pair from ``other`` (the same pairs with another English side) with probability 1/2,
+    decided by the seed and the example alone, else as it is."""
+    chosen = [random.Random(f"{name}/{seed}/{p.source.id}/{p.target.id}").random() < 0.5 for p in pairs]
+    return [o if take else p for p, o, take in zip(pairs, other, chosen)]
 
 
 def english_side(
@@ -167,6 +177,8 @@ def english_side(
         if language is None:
             raise FlareError("English side 'lexicon' needs the target language")
         return lexicon(pairs, language, lexicon_dir, data_dir)
+    if name in MIXED:
+        return mixed(pairs, english_side(MIXED[name], pairs, seed, language, lexicon_dir, data_dir), seed, name)
     raise FlareError(f"English side {name!r} is not one of {', '.join(ENGLISH_SIDES)}")
 
 
