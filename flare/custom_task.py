@@ -48,7 +48,7 @@ from typing import Any
 from flare.data import ColumnSpec
 from flare.errors import FlareError, first_line
 from flare.files import check_name, load_yaml, read_text
-from flare.tasks import QA_METRICS, PromptTemplate, Task
+from flare.task_spec import QA_METRICS, PromptTemplate, Task
 
 _KEYS = {
     "name", "type", "languages", "source_language", "labels", "label_map", "text_fields", "columns", "id_column",

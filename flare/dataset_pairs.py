@@ -17,7 +17,7 @@ from flare.data import Example, Pair, PairKind, check_answers, label_index, read
 from flare.errors import FlareError
 
 if TYPE_CHECKING:
-    from flare.tasks import Task
+    from flare.task_spec import Task
 
 Columns = str | Mapping[str, str]
 

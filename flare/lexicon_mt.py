@@ -26,6 +26,7 @@ translation-file contract (:func:`flare.parallel_data.translation_path`, meta fi
 
 from __future__ import annotations
 
+import argparse
 import csv
 import hashlib
 import io
@@ -37,6 +38,8 @@ from typing import Any
 
 from flare.errors import FlareError
 from flare.files import read_text
+from flare.task_spec import resolve_data_dir
+from flare.tasks import NUSAX_LANGUAGES, get_task
 from flare.translate import DecodingSettings, TranslationResult, translate_dataset, translation_quality
 
 LEXICON_FOLDER = "nusax-lexicon"
@@ -108,8 +111,6 @@ def lexicon_dir(folder: str | Path | None = None, data_dir: str | Path | None = 
     """The lexicon folder: ``folder``, else ``<data_dir or $FLARE_DATA_DIR>/nusax-lexicon``."""
     if folder is not None:
         return Path(folder)
-    from flare.tasks import resolve_data_dir
-
     root = resolve_data_dir(data_dir)
     if root is None:
         raise FlareError("no lexicon folder: pass lexicon_dir, or set FLARE_DATA_DIR to the datasets folder")
@@ -222,8 +223,6 @@ def lexicon_quality(
     """BLEU and chrF of the lexicon translation of one NusaX split against its gold English, plus
     the share of the Indonesian-step words that the English table knew (``coverage``, %) and the
     chrF of the untranslated text (``chrf_untranslated``, the floor a translation must beat)."""
-    from flare.tasks import get_task
-
     pairs = get_task("nusax").load_pairs(split, language, data_dir, source="gold")
     pairs = pairs[:limit] if limit else pairs
     translator = LexiconTranslator(language, folder, data_dir)
@@ -248,10 +247,6 @@ def quality_table(results: Iterable[Mapping[str, Any]]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m flare.lexicon_mt [--split test] [lang ...]``: the quality table of every language."""
-    import argparse
-
-    from flare.tasks import NUSAX_LANGUAGES
-
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("languages", nargs="*", default=[c for c in NUSAX_LANGUAGES if c not in ENGLISH])
     parser.add_argument("--split", default="test")

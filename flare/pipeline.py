@@ -36,7 +36,8 @@ from flare.runs import Run, plan
 from flare.settings import Study
 from flare.study_data import StudyData
 from flare.study_folder import append_record, check_same_settings, folder_variant
-from flare.tasks import Task, get_task
+from flare.task_spec import Task
+from flare.tasks import get_task
 from flare.train import fit
 
 

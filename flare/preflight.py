@@ -12,7 +12,7 @@ from flare.runs import Run
 from flare.settings import Study
 from flare.study_data import StudyData
 from flare.study_folder import check_same_settings, check_writable
-from flare.tasks import Task
+from flare.task_spec import Task
 from flare.translate import check_mt_model
 
 

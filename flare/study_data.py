@@ -17,7 +17,7 @@ from flare.mt_encoder import MTEncoder, precompute_encoder_states
 from flare.predict import english_side as machine_english
 from flare.runs import Run
 from flare.settings import Study
-from flare.tasks import Task
+from flare.task_spec import Task
 
 
 class StudyData:
