@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
 
 if TYPE_CHECKING:
-    from flare.formats import Family
+    from flare.backbone import Family
     from flare.settings import AdapterSettings
     from flare.tasks import Task
 
@@ -28,12 +28,22 @@ def position_limit(model: torch.nn.Module) -> int | None:
     return None
 
 
+def safetensors_problem(path: Path) -> str | None:
+    """Why a safetensors file cannot be opened (missing, truncated, not safetensors), or None.
+    Only its header is read, so a bad file fails here and not hours later mid-load."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(path, framework="pt"):
+            return None
+    except (OSError, SafetensorError) as error:
+        return str(error)
+
+
 def check_checkpoint(directory: Path) -> None:
     """A resume checkpoint that training would read must be complete and readable."""
     if not (directory / "state.json").is_file():
         return  # training starts from scratch
-    from safetensors import SafetensorError, safe_open
-
     hint = "delete that folder to restart the run from its beginning"
     try:
         state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
@@ -42,26 +52,18 @@ def check_checkpoint(directory: Path) -> None:
     if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
         raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
     for name in ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors"):
-        try:
-            with safe_open(directory / name, framework="pt"):
-                pass
-        except (OSError, SafetensorError) as error:
-            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({error}); {hint}") from None
+        if (problem := safetensors_problem(directory / name)) is not None:
+            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({problem}); {hint}")
 
 
 def check_weights(model_dir: Path) -> None:
     """The weight files of a local model folder can be read: every safetensors header (a truncated
     file fails here, not in the middle of loading), and a pickle-only checkpoint through torch's
     weights-only loader, memory-mapped (its tensors are not read)."""
-    from safetensors import SafetensorError, safe_open
-
     safetensors = sorted(model_dir.glob("*.safetensors"))
     for path in safetensors:
-        try:
-            with safe_open(path, framework="pt"):
-                pass
-        except (OSError, SafetensorError) as error:
-            raise FlareError(f"{path}: not a readable safetensors file ({error}); is it truncated?") from None
+        if (problem := safetensors_problem(path)) is not None:
+            raise FlareError(f"{path}: not a readable safetensors file ({problem}); is it truncated?")
     if safetensors:
         return  # transformers loads these and never the pickles beside them
     for path in sorted(model_dir.glob("*.bin")):
@@ -70,11 +72,11 @@ def check_weights(model_dir: Path) -> None:
         except RuntimeError as error:
             if "mmap" in str(error):  # a pre-zip torch file: it cannot be mapped, transformers reads it whole
                 continue
-            raise FlareError(f"{path}: not a readable weights file ({str(error).splitlines()[0]})") from None
+            raise FlareError(f"{path}: not a readable weights file ({first_line(error)})") from None
         except (pickle.UnpicklingError, EOFError, ValueError, OSError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise FlareError(
-                f"{path}: torch refuses to read it as plain weights ({first[:200]}); save the model as safetensors"
+                f"{path}: torch refuses to read it as plain weights ({first_line(error)[:200]}); "
+                "save the model as safetensors"
             ) from None
 
 
@@ -82,39 +84,29 @@ def check_model(
     model: str, task: Task, adapter: AdapterSettings, max_length: int, longest: int, family: Family | None = None
 ) -> None:
     """The config loads, the weight files are readable, the longest input (`longest` tokens) fits the
-    learned positions, and the adapter finds its modules in a weightless (meta) copy."""
-    from transformers import (
-        AutoConfig,
-        AutoModelForCausalLM,
-        AutoModelForQuestionAnswering,
-        AutoModelForSeq2SeqLM,
-        AutoModelForSequenceClassification,
-    )
+    learned positions, and the adapter finds its modules in a weightless (meta) copy, built as
+    load_backbone builds the real one (the same BackboneSpec)."""
+    from transformers import AutoConfig
 
-    from flare.formats import model_family
+    from flare.backbone import decide
     from flare.modeling import adapt, flare_config, resolve
 
     try:
         config = AutoConfig.from_pretrained(resolve(model))
     except (OSError, ValueError) as error:
-        raise FlareError(
-            f"model {model}: cannot load a config "
-            f"({str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__})"
-        ) from None
+        raise FlareError(f"model {model}: cannot load a config ({first_line(error)})") from None
     if Path(resolve(model)).is_dir():
         check_weights(Path(resolve(model)))
-    family = model_family(config, family)
-    if family == "encoder":
-        config.num_labels = max(len(task.labels), 1)
-        cls = AutoModelForQuestionAnswering if task.type == "qa" else AutoModelForSequenceClassification
-    else:
-        cls = AutoModelForCausalLM if family == "decoder" else AutoModelForSeq2SeqLM
+    spec = decide(config, task.type, family)
+    for key, value in spec.head_config(len(task.labels)).items():
+        setattr(config, key, value)
+    cls = spec.model_class()
     try:
         with torch.device("meta"):
             skeleton = cls.from_config(config)
     except (ValueError, KeyError) as error:
         raise FlareError(
-            f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({str(error).splitlines()[0]})"
+            f"model {model}: {cls.__name__} cannot build a {config.model_type} model ({first_line(error)})"
         ) from None
     limit = position_limit(skeleton)
     if limit is not None and longest > limit:
@@ -123,4 +115,4 @@ def check_model(
                  else f"data.max_length is {longest} tokens")
         raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
     with torch.device("meta"):
-        adapt(skeleton, flare_config(adapter, task, family))
+        adapt(skeleton, flare_config(adapter.flare_kwargs(), task, spec.family))

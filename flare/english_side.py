@@ -31,7 +31,6 @@ from pathlib import Path
 
 from flare.data import Example, Pair
 from flare.errors import FlareError
-from flare.lexicon_mt import LexiconTranslator
 
 NOISE_LEVELS = {"noise10": 0.10, "noise30": 0.30, "noise50": 0.50}
 MIXED = {"mix-lexicon": "lexicon", "mix-noise50": "noise50"}  # side name -> the side mixed with gold
@@ -148,6 +147,8 @@ def lexicon(
     pairs: Sequence[Pair], language: str, folder: str | Path | None = None, data_dir: str | Path | None = None
 ) -> list[Pair]:
     """The target translated word by word through the NusaX lexicons of ``language``."""
+    from flare.lexicon_mt import LexiconTranslator  # here: the side names are read without torch (settings)
+
     _check(pairs, "lexicon")
     return translated(pairs, LexiconTranslator(language, folder, data_dir).translate)
 

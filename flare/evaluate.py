@@ -60,26 +60,26 @@ def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pa
 def _predict_chunk(model: torch.nn.Module, formatter: PairFormatter, chunk: Sequence[Pair | Example],
                    extra: ExtraInputs | None, device: torch.device,
                    probabilities: dict[str, list[float]] | None = None) -> dict[str, Any]:
-    task, family = formatter.task, formatter.family
+    task, spec = formatter.task, formatter.spec
     out: dict[str, Any] = {}
     inputs = _to(extra(chunk), device) if extra is not None else {}  # e.g. FLARE-MT states, kept on the CPU
     ids = [reference_side(item, formatter.view).id for item in chunk]
-    if task.type == "classification" and family != "encoder":
+    if spec.head == "label_words":
         batch = _to(formatter.label_candidates(chunk), device)
         k = len(task.labels)
         repeated = {n: t.repeat_interleave(k, dim=0) for n, t in inputs.items()}
         logits = model(**batch, **repeated).logits
-        scores = candidate_log_likelihood(logits, batch["labels"], k, shift=family == "decoder")
+        scores = candidate_log_likelihood(logits, batch["labels"], k, shift=spec.answer == "after_prompt")
         out.update(zip(ids, scores.argmax(-1).tolist()))
         if probabilities is not None:
             probabilities.update(zip(ids, scores.float().softmax(-1).tolist()))
-    elif task.type == "classification":
+    elif spec.head == "classifier":
         batch = _to(formatter.collate(formatter.features(chunk, train=False)), device)
         logits = model(**batch, **inputs).logits
         out.update(zip(ids, logits.argmax(-1).tolist()))
         if probabilities is not None:
             probabilities.update(zip(ids, logits.float().softmax(-1).tolist()))
-    elif family == "encoder":
+    elif spec.head == "span":
         features = formatter.features(chunk, train=False)
         batch = _to(formatter.collate(features), device)
         result = model(**batch, **_per_window(inputs, features, chunk, formatter.view))
@@ -96,7 +96,7 @@ def _predict_chunk(model: torch.nn.Module, formatter: PairFormatter, chunk: Sequ
             **batch, **inputs, max_new_tokens=formatter.settings.max_answer_tokens, do_sample=False,
             pad_token_id=formatter.pad_id,
         )
-        if family == "decoder":
+        if spec.answer == "after_prompt":  # a decoder's generation starts with its prompt
             generated = generated[:, batch["input_ids"].shape[1]:]
         texts = formatter.tok.batch_decode(generated, skip_special_tokens=True)
         out.update(zip(ids, (parse_answer(t) for t in texts)))

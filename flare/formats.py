@@ -6,7 +6,8 @@
 * "input_fusion": one sequence, English then target, with twice the max length.
 
 FLARE fuses source and target position by position, so both sides of an example go through the
-same template, truncation side and max length, and are padded to the same length:
+same template, truncation side and max length, and are padded to the same length (the sides are
+the backbone's, flare/backbone.py, which also gives them to the tokenizer and the adapter):
 * encoders and mT5 pad on the right (position 0 is CLS on both sides);
 * decoders pad on the left and truncate on the left keeping BOS, so the answer cue ("Label:")
   survives. The English prompt is aligned on the *end of the target prompt*: where the target
@@ -16,68 +17,36 @@ same template, truncation side and max length, and are padded to the same length
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
 
+from flare.backbone import BackboneSpec, Family, as_spec
 from flare.data import Example, LoadStats, Pair
 from flare.errors import FlareError
 from flare.qa import answer_positions, qa_windows
 
-Family = Literal["encoder", "decoder", "encoder-decoder"]
 View = Literal["flare", "target", "source", "input_fusion"]
 IGNORE_INDEX = -100
-
-FAMILIES: tuple[Family, ...] = ("encoder", "decoder", "encoder-decoder")
-
-
-def model_family(config: Any, family: Family | None = None) -> Family:
-    """The input family of a Hugging Face config (or its `model_type` string), read from
-    transformers' own auto-class tables so that any architecture they know is recognised:
-    an encoder-decoder has a seq2seq LM class (or says `is_encoder_decoder`), an encoder has a
-    masked-LM class (BERT-likes also register a causal-LM head, so this test comes first), a
-    decoder has only a causal-LM class. `family` overrides the inference."""
-    from transformers.models.auto.modeling_auto import (
-        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
-        MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
-    )
-
-    if family is not None:
-        if family not in FAMILIES:
-            raise FlareError(f"family: {family!r} is not one of {', '.join(FAMILIES)}")
-        return family
-    kind = (config if isinstance(config, str) else getattr(config, "model_type", "")).lower()
-    if kind in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES or getattr(config, "is_encoder_decoder", False):
-        return "encoder-decoder"
-    if kind in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        return "encoder"
-    if kind in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        return "decoder"
-    raise FlareError(
-        f"model type {kind or '(none)'!r} has no masked-LM, causal-LM or seq2seq class in transformers: "
-        f"set family to one of {', '.join(FAMILIES)}"
-    )
 
 
 @dataclass(frozen=True)
 class FormatSettings:
     max_length: int = 128  # per side; input fusion gets twice this
-    truncation_side: Literal["left", "right"] | None = None  # None: right for encoders/mT5, left for decoders
+    truncation_side: Literal["left", "right"] | None = None  # None: the backbone's (BackboneSpec.truncation_side)
     doc_stride: int = 32  # encoder QA: overlap between context windows
     max_answer_tokens: int = 32  # decoder/mT5 QA: answer budget, also the generation budget
     pad_to_max_length: bool = False  # pad every batch to the full length instead of its longest row
 
 
-def render_prompt(task: Any, family: Family, sides: Sequence[Example]) -> str:
+def render_prompt(task: Any, family: Family | BackboneSpec, sides: Sequence[Example]) -> str:
     """The prompt text of one or more examples (several = input fusion: bodies, then one cue)."""
-    template = task.seq2seq_prompt if family == "encoder-decoder" else task.decoder_prompt
-    sep = " " if family == "encoder-decoder" else "\n"
-    bodies = [template.body.format(**ex.fields) for ex in sides]
-    body = (sep + sep if family == "decoder" else sep).join(bodies)
-    return f"{body}{sep}{template.cue}" if template.cue else body
+    spec = as_spec(family, task.type)
+    template = getattr(task, spec.prompt)
+    body = spec.fusion_sep.join(template.body.format(**ex.fields) for ex in sides)
+    return f"{body}{spec.prompt_sep}{template.cue}" if template.cue else body
 
 
 def answer_text(task: Any, example: Example) -> str:
@@ -114,22 +83,24 @@ def input_length(max_length: int, view: str) -> int:
 
 
 class PairFormatter:
-    """Features and batches for one task, tokenizer, model family and view."""
+    """Features and batches for one task, tokenizer, backbone and view. `family` is the backbone's
+    spec, or its family name (the spec of that family and the task's type)."""
 
     def __init__(
-        self, task: Any, tokenizer: Any, family: Family, view: View = "flare", settings: FormatSettings | None = None
+        self, task: Any, tokenizer: Any, family: Family | BackboneSpec, view: View = "flare",
+        settings: FormatSettings | None = None,
     ) -> None:
-        self.task, self.tok, self.family, self.view = task, tokenizer, family, view
+        self.spec = as_spec(family, task.type)
+        self.task, self.tok, self.family, self.view = task, tokenizer, self.spec.family, view
         self.settings = settings or FormatSettings()
-        if family not in ("encoder", "decoder", "encoder-decoder"):
-            raise FlareError(f"unknown model family {family!r}")
         if view not in ("flare", "target", "source", "input_fusion"):
             raise FlareError(f"unknown view {view!r}")
-        default_side = "left" if family == "decoder" else "right"
-        self.truncation_side = self.settings.truncation_side or default_side
-        if family == "decoder" and self.truncation_side != "left":
-            raise FlareError("decoder prompts are truncated on the left so the answer cue survives")
-        self.padding_side = "left" if family == "decoder" else "right"
+        self.truncation_side = self.settings.truncation_side or self.spec.truncation_side
+        if self.spec.truncation_fixed and self.truncation_side != self.spec.truncation_side:
+            raise FlareError(
+                f"{self.family} prompts are truncated on the {self.spec.truncation_side} so the answer cue survives"
+            )
+        self.padding_side = self.spec.padding_side
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         if self.pad_id is None:
             raise FlareError("the tokenizer has neither a pad nor an EOS token")
@@ -146,9 +117,9 @@ class PairFormatter:
         out: list[dict[str, Any]] = []
         for item in items:
             target, source = self._sides(item)
-            if self.family == "encoder" and self.task.type == "qa":
+            if self.spec.head == "span":
                 out.extend(self._encoder_qa(target, source, train, stats))
-            elif self.family == "encoder":
+            elif self.spec.head == "classifier":
                 out.append(self._encoder_cls(target, source, train, stats))
             else:
                 out.append(self._generative(target, source, answer_text(self.task, target) if train else None, stats))
@@ -156,7 +127,8 @@ class PairFormatter:
 
     def collate(self, features: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Pad features into tensors. Target and source sequences share one length so that
-        positions line up; mT5 decoder labels are padded on their own with -100."""
+        positions line up; a decoder's answer labels share its row, an encoder-decoder's are padded
+        on their own (on the right) with -100."""
         if not features:
             raise FlareError("cannot collate an empty batch")
         aligned = [
@@ -166,7 +138,7 @@ class PairFormatter:
             )
             if k in features[0]
         ]
-        if self.family == "decoder" and "labels" in features[0]:
+        if self.spec.answer == "after_prompt" and "labels" in features[0]:
             aligned.append("labels")
         length = max(len(f[k]) for f in features for k in aligned)
         if self.settings.pad_to_max_length:
@@ -175,7 +147,7 @@ class PairFormatter:
             key: self._pad([f[key] for f in features], length, self._pad_value(key), self.padding_side)
             for key in aligned
         }
-        if self.family == "encoder-decoder" and "labels" in features[0]:
+        if self.spec.answer == "decoder_labels" and "labels" in features[0]:
             label_length = max(len(f["labels"]) for f in features)
             batch["labels"] = self._pad([f["labels"] for f in features], label_length, IGNORE_INDEX, "right")
         for key in ("labels", "start_positions", "end_positions"):
@@ -191,7 +163,7 @@ class PairFormatter:
         """Decoder / mT5 classification by label likelihood: for each item, one row per label
         (item-major: row i*K+k is item i with label k), labels set only on the answer tokens.
         Score the model's logits with `candidate_log_likelihood`."""
-        if self.family == "encoder" or self.task.type != "classification":
+        if self.spec.head != "label_words":
             raise FlareError("label candidates are for generative classification")
         features = []
         for item in items:
@@ -288,8 +260,8 @@ class PairFormatter:
 
     def _prompt_ids(self, sides: Sequence[Example], budget: int, stats: LoadStats | None) -> list[int]:
         """Prompt token ids, cut on the left to `budget` tokens while keeping a leading BOS."""
-        ids = list(self.tok(render_prompt(self.task, self.family, sides), add_special_tokens=True)["input_ids"])
-        if self.family == "decoder":
+        ids = list(self.tok(render_prompt(self.task, self.spec, sides), add_special_tokens=True)["input_ids"])
+        if self.spec.answer == "after_prompt":
             if len(ids) > 1 and ids[-1] == self.tok.eos_token_id:
                 ids = ids[:-1]  # some tokenizers (Gemma add_eos_token) end prompts with EOS; answers follow
             if len(ids) > budget:
@@ -297,7 +269,7 @@ class PairFormatter:
                     stats.truncated += 1
                 keep_bos = 1 if self.tok.bos_token_id is not None and ids[0] == self.tok.bos_token_id else 0
                 ids = ids[:keep_bos] + ids[len(ids) - (budget - keep_bos) :]
-        elif len(ids) > budget:  # mT5: no BOS, a closing EOS that must stay
+        elif len(ids) > budget:  # encoder-decoders (mT5: no BOS): a closing EOS that must stay
             if stats is not None:
                 stats.truncated += 1
             ids = ids[: budget - 1] + ids[-1:] if self.truncation_side == "right" else ids[len(ids) - budget :]
@@ -307,7 +279,7 @@ class PairFormatter:
         eos = self.tok.eos_token_id
         if eos is None:
             raise FlareError("generative formats need a tokenizer with an EOS token")
-        if self.family == "encoder-decoder":
+        if self.spec.answer == "decoder_labels":
             ids = list(self.tok(text_target=text, add_special_tokens=True)["input_ids"])
             if len(ids) <= self.settings.max_answer_tokens:
                 return ids
@@ -328,14 +300,14 @@ class PairFormatter:
     ) -> dict[str, Any]:
         """Decoder / mT5 feature. The prompt budget always reserves the answer budget, so a prompt
         is cut the same way in training, label scoring and generation."""
-        budget = self.max_length - (self._answer_budget() if self.family == "decoder" else 0)
+        budget = self.max_length - (self._answer_budget() if self.spec.answer == "after_prompt" else 0)
         if self.view == "input_fusion":
             t_ids, s_ids = self._prompt_ids([source, target], budget, stats), None
         else:
             t_ids = self._prompt_ids([target], budget, stats)
             s_ids = self._prompt_ids([source], budget, stats) if source is not None else None
         feature: dict[str, Any] = {"example_id": target.id}
-        if self.family == "decoder":
+        if self.spec.answer == "after_prompt":
             a_ids = self._answer_ids(answer) if answer is not None else []
             feature["input_ids"] = t_ids + a_ids
             feature["attention_mask"] = [1] * len(feature["input_ids"])
@@ -389,9 +361,3 @@ def candidate_log_likelihood(
         scores = scores / mask.sum(-1).clamp(min=1)
     return scores.view(-1, num_labels)
 
-
-def make_collator(
-    task: Any, tokenizer: Any, family: Family, view: View = "flare", **settings: Any
-) -> Callable[[Sequence[Pair | Example]], dict[str, torch.Tensor]]:
-    """A DataLoader collate function for training: a list of Pairs -> tensors with labels."""
-    return PairFormatter(task, tokenizer, family, view, FormatSettings(**settings))

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import (
-    AutoConfig,
-    AutoModelForCausalLM,
-    AutoModelForQuestionAnswering,
-    AutoModelForSeq2SeqLM,
-    AutoModelForSequenceClassification,
-    AutoTokenizer,
-)
+from transformers import AutoConfig, AutoTokenizer
 
 from flare.adapter import FlareConfig, FlareModel, get_flare_model
+from flare.backbone import Family, decide, spec_for
 from flare.device import Placement, resolve_placement
-from flare.errors import FlareError
-from flare.formats import Family, model_family
-from flare.settings import AdapterSettings
+from flare.errors import FlareError, first_line
 from flare.tasks import Task
 
 
@@ -38,7 +31,8 @@ def load_backbone(
 ) -> tuple[torch.nn.Module, Any, Family]:
     """The task model and its tokenizer, built on its device in its dtype (flare/device.py; a
     ready `placement` replaces load_in_4bit, device and dtype). A head the checkpoint lacks starts
-    random: `seed` makes that initialisation reproducible. `family` overrides the inferred one."""
+    random: `seed` makes that initialisation reproducible. `family` overrides the inferred one.
+    The family returned keys the BackboneSpec (flare/backbone.py) the formatter and adapter read."""
     placement = placement or resolve_placement(device, dtype, load_in_4bit)
     path = resolve(model)
     if seed is not None:
@@ -46,49 +40,28 @@ def load_backbone(
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
-        raise FlareError(f"model {model}: cannot load a config ({str(error).splitlines()[0]})") from None
-    family = model_family(config, family)
-    kwargs = placement.from_pretrained_kwargs()
-    if family == "encoder":
-        if task.type == "qa":
-            backbone = AutoModelForQuestionAnswering.from_pretrained(path, **kwargs)
-        else:
-            backbone = AutoModelForSequenceClassification.from_pretrained(path, num_labels=len(task.labels), **kwargs)
-    elif family == "decoder":
-        backbone = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    else:
-        backbone = AutoModelForSeq2SeqLM.from_pretrained(path, **kwargs)
+        raise FlareError(f"model {model}: cannot load a config ({first_line(error)})") from None
+    spec = decide(config, task.type, family)
+    kwargs = {**placement.from_pretrained_kwargs(), **spec.head_config(len(task.labels))}
+    backbone = spec.model_class().from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    if family == "decoder":
-        tokenizer.padding_side = "left"
+    tokenizer.padding_side = spec.padding_side
     if getattr(backbone.config, "pad_token_id", None) is None:
         backbone.config.pad_token_id = tokenizer.pad_token_id
-    return backbone, tokenizer, family
+    return backbone, tokenizer, spec.family
 
 
 def flare_config(
-    settings: AdapterSettings, task: Task, family: Family, fusion: str = "add_relu", source_dim: int | None = None
+    adapter: Mapping[str, Any], task: Task, family: Family, fusion: str = "add_relu", source_dim: int | None = None
 ) -> FlareConfig:
-    """The adapter of one method. The task head trains with it (PEFT's modules_to_save)."""
-    task_type, modules_to_save = None, None
-    if family == "encoder" and task.type == "classification":
-        task_type = "SEQ_CLS"  # PEFT trains and saves the classifier head
-    elif family == "encoder":
-        modules_to_save = ["qa_outputs"]
-    elif family == "decoder":
-        task_type = "CAUSAL_LM"
-    else:
-        task_type = "SEQ_2_SEQ_LM"
+    """The adapter of one method: the study's adapter settings (`AdapterSettings.flare_kwargs()`)
+    plus what the backbone decides. The task head trains with it (PEFT's modules_to_save)."""
+    spec = spec_for(family, task.type)  # the same spec the loader and the formatter read
     return FlareConfig(
-        r=settings.r, lora_alpha=settings.lora_alpha, lora_dropout=settings.lora_dropout,
-        target_modules=settings.target_modules or None, fuse_modules=settings.fuse_modules or None,
-        fusion=fusion, source_dim=source_dim,
-        source_position=settings.source_position, decode_fusion=settings.decode_fusion,
-        cross_attention_heads=settings.cross_attention_heads, task_type=task_type, modules_to_save=modules_to_save,
-        # the formatter pads decoders on the left and everything else on the right
-        alignment="right" if family == "decoder" else "left",
+        **adapter, fusion=fusion, source_dim=source_dim, task_type=spec.peft_task_type,
+        modules_to_save=list(spec.modules_to_save) or None, alignment=spec.alignment,
     )
 
 

@@ -78,7 +78,7 @@ class Pipeline:
         backbone, tokenizer, family = load_backbone(
             self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement, family=self.study.family
         )
-        model = adapt(backbone, flare_config(self.study.adapter, self.task, family))
+        model = adapt(backbone, flare_config(self.study.adapter.flare_kwargs(), self.task, family))
         train, valid = self.data.splits(None)
         formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
         result = fit(
@@ -136,9 +136,10 @@ class Pipeline:
             model = load_flare_model(backbone, adapter)
             summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
         elif method.trains:
-            model = adapt(
-                backbone, flare_config(self.study.adapter, self.task, family, run.fusion or "add_relu", source_dim)
+            adapter = flare_config(
+                self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
             )
+            model = adapt(backbone, adapter)
             collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
                          lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),

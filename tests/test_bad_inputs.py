@@ -51,7 +51,7 @@ def _adapter(base: Path, directory: Path) -> None:
 
     task = get_task("nusax")
     backbone, _, family = load_backbone(str(base), task, seed=0)
-    adapt(backbone, flare_config(AdapterSettings(), task, family, "add_relu")).save_pretrained(directory)
+    adapt(backbone, flare_config(AdapterSettings().flare_kwargs(), task, family, "add_relu")).save_pretrained(directory)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ from flare.formats import (
     FormatSettings,
     PairFormatter,
     candidate_log_likelihood,
-    model_family,
     parse_answer,
     parse_label,
     render_prompt,
@@ -279,33 +278,13 @@ def test_pad_to_max_length_and_view_errors():
     assert PairFormatter(get_task("xnli"), tok, "encoder", "target")([XNLI_PAIRS[0].target])["labels"].tolist() == [0]
 
 
-def test_parsers_and_family():
+def test_parsers():
     verbalizer = ["negative", "neutral", "positive"]
     assert parse_label(" Positive.", verbalizer) == 2
     assert parse_label("I think it is neutral, really", verbalizer) == 1
     assert parse_label("no idea", verbalizer) is None
     assert parse_answer("  Cairo\nQuestion: next") == "Cairo"
-    assert (model_family("xlm-roberta"), model_family("llama"), model_family("gemma2"), model_family("mt5")) == (
-        "encoder", "decoder", "decoder", "encoder-decoder"
-    )
 
-
-
-def test_family_is_inferred_from_transformers_auto_classes():
-    from transformers import BloomConfig, M2M100Config, T5Config
-
-    # architectures no list of ours names: BLOOM and Falcon are causal LMs, ELECTRA a masked LM
-    assert [model_family(t) for t in ("bloom", "falcon", "electra", "deberta-v2", "bart")] == [
-        "decoder", "decoder", "encoder", "encoder", "encoder-decoder"
-    ]
-    assert model_family(BloomConfig()) == "decoder" and model_family(T5Config()) == "encoder-decoder"
-    assert model_family(M2M100Config()) == "encoder-decoder"
-    assert model_family(BloomConfig(), family="encoder") == "encoder"  # the override wins
-    with pytest.raises(FlareError, match="set family to one of encoder, decoder, encoder-decoder") as error:
-        model_family("clip")  # no masked-LM, causal-LM or seq2seq class
-    assert "\n" not in str(error.value)
-    with pytest.raises(FlareError, match="family: 'rnn'"):
-        model_family("llama", family="rnn")
 
 
 def test_real_nusax_pairs_format(data_dir):

@@ -108,7 +108,8 @@ def test_training_resumed_from_a_checkpoint_ends_where_an_uninterrupted_run_ends
         from flare.modeling import adapt, flare_config, load_backbone
 
         backbone, tok, family = load_backbone(str(tiny_encoder), task, seed=0)
-        model = adapt(backbone, flare_config(_study(tiny_encoder, tmp_path, data_dir).adapter, task, family))
+        adapter = _study(tiny_encoder, tmp_path, data_dir).adapter.flare_kwargs()
+        model = adapt(backbone, flare_config(adapter, task, family))
         formatter = PairFormatter(task, tok, family, "flare", FormatSettings(max_length=24))
         fit(model, pairs, formatter, settings, seed=3, run_dir=run_dir, stop_after_steps=stop)
         return {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}

@@ -21,7 +21,7 @@ def test_stage1_on_a_4bit_base_merges_exactly_into_full_precision_weights(tmp_pa
     tok.save_pretrained(tmp_path / "base")
     backbone, tokenizer, family = load_backbone(str(tmp_path / "base"), task, load_in_4bit=True)
     assert backbone.is_loaded_in_4bit
-    model = adapt(backbone, flare_config(AdapterSettings(target_modules="all-linear"), task, family))
+    model = adapt(backbone, flare_config(AdapterSettings(target_modules="all-linear").flare_kwargs(), task, family))
     tiny.randomize_lora_B(model, std=0.05)
     ids = torch.randint(3, len(tok), (2, 6), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
