@@ -3,7 +3,6 @@ FlareError line naming it."""
 
 from __future__ import annotations
 
-import json
 import pickle
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -40,22 +39,6 @@ def safetensors_problem(path: Path) -> str | None:
         return str(error)
 
 
-def check_checkpoint(directory: Path) -> None:
-    """A resume checkpoint that training would read must be complete and readable."""
-    if not (directory / "state.json").is_file():
-        return  # training starts from scratch
-    hint = "delete that folder to restart the run from its beginning"
-    try:
-        state = json.loads((directory / "state.json").read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as error:
-        raise FlareError(f"resume checkpoint {directory}: state.json is corrupt ({error}); {hint}") from None
-    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
-        raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
-    for name in ("trainable.safetensors", "optimizer.safetensors", "rng.safetensors"):
-        if (problem := safetensors_problem(directory / name)) is not None:
-            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({problem}); {hint}")
-
-
 def check_weights(model_dir: Path) -> None:
     """The weight files of a local model folder can be read: every safetensors header (a truncated
     file fails here, not in the middle of loading), and a pickle-only checkpoint through torch's
@@ -89,14 +72,15 @@ def check_model(
     from transformers import AutoConfig
 
     from flare.backbone import decide
-    from flare.modeling import adapt, flare_config, resolve
+    from flare.modeling import adapt, flare_config
+    from flare.models import model_location
 
     try:
-        config = AutoConfig.from_pretrained(resolve(model))
+        config = AutoConfig.from_pretrained(model_location(model))
     except (OSError, ValueError) as error:
         raise FlareError(f"model {model}: cannot load a config ({first_line(error)})") from None
-    if Path(resolve(model)).is_dir():
-        check_weights(Path(resolve(model)))
+    if Path(model_location(model)).is_dir():
+        check_weights(Path(model_location(model)))
     spec = decide(config, task.type, family)
     for key, value in spec.head_config(len(task.labels)).items():
         setattr(config, key, value)

@@ -86,7 +86,7 @@ def _template(value: Any, where: str, key: str, fields: list[str], default: Prom
 def _files(
     value: Any, splits_value: Any, languages: list[str], base: Path, where: str
 ) -> tuple[dict[str, dict[str, Path]], dict[str, list[str]]]:
-    def resolve(path: str) -> Path:
+    def beside_task_file(path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() else base / p
 
@@ -100,12 +100,12 @@ def _files(
             raise FlareError(f"{where}: with a 'files' pattern, 'splits' must list the splits")
         for lang, names in splits.items():
             for split in names:
-                files.setdefault(split, {})[lang] = resolve(value.format(language=lang, split=split))
+                files.setdefault(split, {})[lang] = beside_task_file(value.format(language=lang, split=split))
     elif isinstance(value, dict):
         for split, per_lang in value.items():
             if not isinstance(per_lang, dict):
                 raise FlareError(f"{where}: files.{split} must map language to path")
-            files[str(split)] = {str(lang): resolve(str(p)) for lang, p in per_lang.items()}
+            files[str(split)] = {str(lang): beside_task_file(str(p)) for lang, p in per_lang.items()}
         splits = {}
         for split, per_lang in files.items():
             for lang in per_lang:

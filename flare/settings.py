@@ -210,9 +210,9 @@ class Study:
         if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
         if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1
-            from flare.languages import resolve_languages
+            from flare.languages import flores_codes
 
-            resolve_languages([*self.languages], self.language_map)
+            flores_codes([*self.languages], self.language_map)
         elif self.language_map:
             from flare.languages import check_language_map
 

@@ -87,7 +87,7 @@ class Task:
         if self.kind == "custom":
             path = self.files.get(split, {}).get(language)
             return path if path is not None and path.is_file() else None
-        root = resolve_data_dir(data_dir)
+        root = data_root(data_dir)
         if root is None:
             return None
         if not root.is_dir():  # a typo must not turn into a (slow, offline: failing) Hub download
@@ -204,7 +204,7 @@ class Task:
         raise FlareError(f"task {self.name}: split '{split}' exists in neither the source nor the target language")
 
 
-def resolve_data_dir(data_dir: str | Path | None) -> Path | None:
+def data_root(data_dir: str | Path | None) -> Path | None:
     """The dataset root: the argument, else $FLARE_DATA_DIR, else None (Hub only)."""
     value = data_dir if data_dir is not None else os.environ.get(DATA_DIR_ENV)
     return Path(value) if value else None

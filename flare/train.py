@@ -26,10 +26,16 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from flare.checks import safetensors_problem
 from flare.device import autocast, autocast_dtype, model_device
 from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
 from flare.settings import StageSettings, trackers
+
+# The resume checkpoint's files (written at each epoch's end, read by a rerun and checked by the plan)
+STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE = (
+    "state.json", "trainable.safetensors", "optimizer.safetensors", "rng.safetensors"
+)
 
 Evaluate = Callable[[torch.nn.Module], float]
 
@@ -128,12 +134,12 @@ def fit(
     checkpoint = run_dir / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
     best: dict[str, torch.Tensor] = {}
-    if (checkpoint / "state.json").is_file():
+    if (checkpoint / STATE_FILE).is_file():
         try:
-            state = json.loads((checkpoint / "state.json").read_text())
-            weights = load_file(checkpoint / "trainable.safetensors")
-            optimizer_state = load_file(checkpoint / "optimizer.safetensors")
-            rng = load_file(checkpoint / "rng.safetensors")["cpu"]
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            weights = load_file(checkpoint / TRAINABLE_FILE)
+            optimizer_state = load_file(checkpoint / OPTIMIZER_FILE)
+            rng = load_file(checkpoint / RNG_FILE)["cpu"]
             best = load_file(checkpoint / "best.safetensors") if (checkpoint / "best.safetensors").is_file() else {}
             with torch.no_grad():
                 for name, param in _trainable(accelerator.unwrap_model(model)).items():
@@ -254,13 +260,13 @@ class _Loggers:
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
     with atomic_dir(directory) as staging:
         save_file(
-            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / "trainable.safetensors"
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / TRAINABLE_FILE
         )
-        save_file(_optimizer_tensors(optimizer, names), staging / "optimizer.safetensors")
-        save_file({"cpu": torch.get_rng_state()}, staging / "rng.safetensors")
+        save_file(_optimizer_tensors(optimizer, names), staging / OPTIMIZER_FILE)
+        save_file({"cpu": torch.get_rng_state()}, staging / RNG_FILE)
         if best:
             save_file(best, staging / "best.safetensors")
-        (staging / "state.json").write_text(json.dumps(state, indent=2))
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
@@ -272,3 +278,19 @@ def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_atomically(path, buffer.getvalue())
+
+
+def check_checkpoint(directory: Path) -> None:
+    """A resume checkpoint that training would read must be complete and readable."""
+    if not (directory / STATE_FILE).is_file():
+        return  # training starts from scratch
+    hint = "delete that folder to restart the run from its beginning"
+    try:
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FlareError(f"resume checkpoint {directory}: state.json is corrupt ({error}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
+    for name in (TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE):
+        if (problem := safetensors_problem(directory / name)) is not None:
+            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({problem}); {hint}")

@@ -26,7 +26,7 @@ from flare.data import require_text, visible
 from flare.device import dtype_name, resolve_placement
 from flare.errors import FlareError, first_line
 from flare.files import write_atomically
-from flare.languages import m2m100_tag, resolve_languages
+from flare.languages import flores_codes, m2m100_tag
 from flare.parallel_data import translation_path
 from flare.projection import DROP_ANSWER_NOT_IN_CONTEXT, MARKER, mark_answer, unmark_answer
 from flare.translation_cache import TranslationCache
@@ -287,7 +287,7 @@ def translate_dataset(
     the translation (see :mod:`flare.projection`); rows whose answer is lost are left out and counted
     by reason in the meta file.
     """
-    codes = resolve_languages([src_lang, tgt_lang], language_map)
+    codes = flores_codes([src_lang, tgt_lang], language_map)
     if batch_size < 1:
         raise FlareError(f"batch_size: {batch_size} must be at least 1")
     output = translation_path(translations_dir, task, split, src_lang, tgt_lang)  # its names checked before any work

@@ -3,7 +3,7 @@
 import pytest
 
 from flare.errors import FlareError
-from flare.languages import LANGUAGES, m2m100_tag, resolve_language, resolve_languages
+from flare.languages import LANGUAGES, flores_code, flores_codes, m2m100_tag
 
 XNLI = ["ar", "bg", "de", "el", "en", "es", "fr", "hi", "ru", "sw", "th", "tr", "ur", "vi", "zh"]
 TYDIQA = ["ar", "bn", "en", "fi", "id", "ko", "ru", "sw", "te"]
@@ -17,12 +17,12 @@ def test_every_task_language_is_in_the_table():
 
 @pytest.mark.parametrize("code", sorted(set(XNLI + TYDIQA + NUSAX) - NOT_IN_NLLB))
 def test_covered_languages_resolve_to_flores_codes(code):
-    flores = resolve_language(code)
+    flores = flores_code(code)
     assert len(flores) == 8 and flores[3] == "_"
 
 
 def test_known_flores_codes():
-    assert resolve_languages(["sw", "zh", "eng", "jav", "bn", "te", "ar"]) == {
+    assert flores_codes(["sw", "zh", "eng", "jav", "bn", "te", "ar"]) == {
         "sw": "swh_Latn", "zh": "zho_Hans", "eng": "eng_Latn", "jav": "jav_Latn",
         "bn": "ben_Beng", "te": "tel_Telu", "ar": "arb_Arab",
     }
@@ -31,23 +31,23 @@ def test_known_flores_codes():
 @pytest.mark.parametrize("code", sorted(NOT_IN_NLLB))
 def test_uncovered_nusax_languages_need_an_explicit_map(code):
     with pytest.raises(FlareError, match="not covered by NLLB") as error:
-        resolve_language(code)
+        flores_code(code)
     assert "\n" not in str(error.value)
-    assert resolve_language(code, {code: "ind_Latn"}) == "ind_Latn"
+    assert flores_code(code, {code: "ind_Latn"}) == "ind_Latn"
 
 
 def test_unknown_codes_and_bad_maps_fail_in_one_line():
     with pytest.raises(FlareError, match="unknown language code 'klingon'") as error:
-        resolve_language("klingon")
+        flores_code("klingon")
     assert "\n" not in str(error.value)
-    assert resolve_language("klingon", {"klingon": "tlh_Latn"}) == "tlh_Latn"
+    assert flores_code("klingon", {"klingon": "tlh_Latn"}) == "tlh_Latn"
     with pytest.raises(FlareError, match="not a FLORES-200 code"):
-        resolve_language("mad", {"mad": "indonesian"})
+        flores_code("mad", {"mad": "indonesian"})
 
 
 def test_map_overrides_the_table_and_m2m100_tags():
-    assert resolve_language("sw", {"sw": "swh_Latn"}) == "swh_Latn"
-    assert resolve_language("ind", {"ind": "zsm_Latn"}) == "zsm_Latn"
+    assert flores_code("sw", {"sw": "swh_Latn"}) == "swh_Latn"
+    assert flores_code("ind", {"ind": "zsm_Latn"}) == "zsm_Latn"
     assert m2m100_tag("jav_Latn") == "jv" and m2m100_tag("swh_Latn") == "sw"
     with pytest.raises(FlareError, match="M2M100 has no language tag"):
         m2m100_tag("ace_Latn")
@@ -55,7 +55,7 @@ def test_map_overrides_the_table_and_m2m100_tags():
 
 def test_flores_codes_are_accepted_directly():
     # a language the table does not know, named the way NLLB names it: no map needed
-    assert resolve_language("kin_Latn") == "kin_Latn"
-    assert resolve_languages(["eng_Latn", "swh_Latn"]) == {"eng_Latn": "eng_Latn", "swh_Latn": "swh_Latn"}
+    assert flores_code("kin_Latn") == "kin_Latn"
+    assert flores_codes(["eng_Latn", "swh_Latn"]) == {"eng_Latn": "eng_Latn", "swh_Latn": "swh_Latn"}
     with pytest.raises(FlareError, match="unknown language code 'kin_latn'"):
-        resolve_language("kin_latn")  # not a FLORES code: the script part is capitalised
+        flores_code("kin_latn")  # not a FLORES code: the script part is capitalised

