@@ -38,9 +38,10 @@ def _chunks(items: Sequence[Any], size: int):
 
 
 @torch.no_grad()
-def predict(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,
-            extra: ExtraInputs | None = None, progress: bool = True,
-            probabilities: dict[str, list[float]] | None = None) -> dict[str, Any]:
+def predict_items(
+    model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,
+    extra: ExtraInputs | None = None, progress: bool = True, probabilities: dict[str, list[float]] | None = None,
+) -> dict[str, Any]:
     """Prediction per example id: a label index (classification) or an answer string (QA). A
     `probabilities` dict receives each classified example's class distribution (the softmax of
     the classifier's logits, or of the label words' log-likelihoods for generative models)."""
@@ -133,6 +134,9 @@ def score(task: Any, predictions: dict[str, Any], items: Sequence[Pair | Example
     return metrics
 
 
-def evaluate(model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,
-             extra: ExtraInputs | None = None, progress: bool = True) -> dict[str, float]:
-    return score(formatter.task, predict(model, formatter, items, batch_size, extra, progress), items, formatter.view)
+def evaluate_items(
+    model: torch.nn.Module, formatter: PairFormatter, items: Sequence[Pair | Example], batch_size: int = 32,
+    extra: ExtraInputs | None = None, progress: bool = True,
+) -> dict[str, float]:
+    predictions = predict_items(model, formatter, items, batch_size, extra, progress)
+    return score(formatter.task, predictions, items, formatter.view)

@@ -26,7 +26,7 @@ from flare.adapter import load_flare_model
 from flare.data import LoadStats, Pair
 from flare.device import resolve_placement
 from flare.english_side import english_examples
-from flare.evaluate import evaluate, predict, score
+from flare.evaluate import evaluate_items, predict_items, score
 from flare.files import folder_lock, write_atomically
 from flare.formats import FormatSettings, PairFormatter
 from flare.methods import METHODS
@@ -85,7 +85,7 @@ class Pipeline:
             model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
             lambda m: self._score(m, formatter, valid, self.study.stage1.eval_batch_size), description="stage 1 (en)",
         )
-        test_metrics = evaluate(
+        test_metrics = evaluate_items(
             model, formatter, self.data.english_test(), self.study.stage1.eval_batch_size, progress=False
         )
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
@@ -96,7 +96,7 @@ class Pipeline:
 
     def _score(self, model, formatter: PairFormatter, items: list, batch_size: int, extra=None) -> float:
         """The model-selection score on validation items."""
-        metrics = evaluate(model, formatter, items, batch_size, extra, progress=False)
+        metrics = evaluate_items(model, formatter, items, batch_size, extra, progress=False)
         return metrics[self.task.metric]
 
     def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None,
@@ -147,7 +147,7 @@ class Pipeline:
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
             model.save_pretrained(run_dir / "adapter")
             write_atomically(trained, json.dumps(summary))
-        predictions = predict(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
         metrics = score(self.task, predictions, test, formatter.view)
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))

@@ -10,7 +10,7 @@ from flare.adapter.io import check_adapter_dir
 from flare.data import Example, Pair, require_text, visible
 from flare.device import dtype_name, resolve_placement
 from flare.errors import FlareError
-from flare.evaluate import predict
+from flare.evaluate import predict_items
 from flare.formats import FormatSettings, PairFormatter
 from flare.methods import METHODS, reads_english
 from flare.modeling import load_backbone
@@ -122,7 +122,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
 
     formatter = PairFormatter(task, tokenizer, family, view, FormatSettings(max_length=study.data.max_length))
     distributions: dict[str, list[float]] = {}
-    predictions = predict(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False,
+    predictions = predict_items(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False,
                           probabilities=distributions)
     ids = [str(i) for i in range(len(texts))]
     if details is not None:

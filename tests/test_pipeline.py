@@ -340,7 +340,7 @@ def test_compare_flags_a_run_that_predicts_one_class_and_prints_the_report(tiny_
     def collapsed(model, formatter, items, *args, **kwargs):  # a model that says "negative" to everything
         return dict.fromkeys(real_predict(model, formatter, items, *args, **kwargs), 0)
 
-    monkeypatch.setattr(pipeline_module, "predict", collapsed)
+    monkeypatch.setattr(pipeline_module, "predict_items", collapsed)
     results = compare(_study(tiny_encoder, tmp_path / "study", data_dir, languages=["jav"], methods=["zero-shot"]))
     record = json.loads(results.read_text().splitlines()[0])
     out = capsys.readouterr().out
