@@ -335,7 +335,7 @@ def test_compare_flags_a_run_that_predicts_one_class_and_prints_the_report(tiny_
                                                                            monkeypatch, capsys):
     import flare.pipeline as pipeline_module
 
-    real_predict = pipeline_module.predict
+    real_predict = pipeline_module.predict_items
 
     def collapsed(model, formatter, items, *args, **kwargs):  # a model that says "negative" to everything
         return dict.fromkeys(real_predict(model, formatter, items, *args, **kwargs), 0)
