@@ -24,7 +24,7 @@ test-gpu: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m gpu
 
 quickstart: $(STAMP)
-	$(VENV)/bin/python -m flare.quickstart
+	$(VENV)/bin/python -m flare.study.quickstart
 
 clean:
 	rm -rf $(VENV) .pytest_cache

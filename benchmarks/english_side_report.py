@@ -11,11 +11,11 @@ benchmarks/results/english-sides/). The studies may be partial: every cell says 
 and languages (l) it has, and a cell without runs says "not measured".
 
 Statistics. A language cell is the mean over its seeds, ± the half width of a 95% t interval
-(flare.stats) when it has >= 2 seeds. An "avg" cell is, per seed, the mean over the languages that
+(flare.study.stats) when it has >= 2 seeds. An "avg" cell is, per seed, the mean over the languages that
 seed has, then the mean ± 95% t half width over seeds; "*" marks seeds that do not cover the same
 languages. A margin (Δ) pairs runs by (language, seed) present in both methods and summarises the
 differences the same way; with a single seed, the interval is over languages, as in
-flare.report.paired_difference, to which it is equal when every seed has every language (that
+flare.study.report.paired_difference, to which it is equal when every seed has every language (that
 function needs complete seeds, so it does not fit partial studies).
 """
 
@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 
 from flare.errors import FlareError  # noqa: E402
 from flare.files import write_atomically  # noqa: E402
-from flare.methods import METHODS  # noqa: E402
-from flare.report import load_results  # noqa: E402
-from flare.stats import seed_stat, t_quantile_975  # noqa: E402
+from flare.study.methods import METHODS  # noqa: E402
+from flare.study.report import load_results  # noqa: E402
+from flare.study.stats import seed_stat, t_quantile_975  # noqa: E402
 
 NOT_MEASURED = "not measured"
 CONTROL_SIDES = ("gold", "shuffled", "self")

@@ -1,4 +1,4 @@
-"""How close each English side (flare.english_side) is to the gold English: chrF and BLEU per
+"""How close each English side (flare.mt.english_side) is to the gold English: chrF and BLEU per
 language on a NusaX split, the x axis for "FLARE's margin over LoRA against the English side's
 chrF" (issue 18). Seeded variants (shuffled, noise) use the study's seed numbering.
 
@@ -16,9 +16,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from flare.english_side import ENGLISH_SIDES, english_side  # noqa: E402
-from flare.tasks import get_task  # noqa: E402
-from flare.translate import translation_quality  # noqa: E402
+from flare.data.tasks import get_task  # noqa: E402
+from flare.mt.english_side import ENGLISH_SIDES, english_side  # noqa: E402
+from flare.mt.translate import translation_quality  # noqa: E402
 
 
 def side_quality(language: str, sides: list[str], split: str, seed: int, data_dir: str | None) -> dict[str, dict]:

@@ -1,4 +1,4 @@
-"""Sentences per second of the translate step (flare.translate.translate_dataset) on CPU.
+"""Sentences per second of the translate step (flare.mt.translate.translate_dataset) on CPU.
 
 Uses the tiny random NLLB-style model of tests/_tiny_mt.py (no download), so the number measures
 the pipeline around the model (tokenisation, batching, generate, SQLite cache, output files) rather
@@ -37,7 +37,7 @@ def main() -> None:
     import torch
 
     from _tiny_mt import build_tiny_nllb
-    from flare.translate import translate_dataset
+    from flare.mt.translate import translate_dataset
 
     torch.set_num_threads(args.threads)
     with open(args.data_dir / "nusax-senti" / "jav" / "test.csv", encoding="utf-8") as handle:

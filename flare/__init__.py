@@ -22,7 +22,7 @@ _LAZY = {
     "get_flare_model": "flare.adapter",
     "load_flare_model": "flare.adapter",
     "SourceCollator": "flare.adapter",
-    "pairs_from_dataset": "flare.dataset_pairs",
+    "pairs_from_dataset": "flare.data.dataset_pairs",
 }
 
 __all__ = ["FlareError", "__version__", *_LAZY]

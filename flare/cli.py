@@ -1,5 +1,5 @@
 """The `flare` command. Each subcommand is a typed function below: its signature is the CLI and its
-docstring is the help. Study settings (flare/settings.py) come from a YAML file given first,
+docstring is the help. Study settings (flare/study/settings.py) come from a YAML file given first,
 overridable field by field (`flare compare study.yaml --stage2.learning_rate 1e-4`).
 
 Errors a user can fix print one line on stderr and exit with status 2; set FLARE_DEBUG=1 (or
@@ -28,7 +28,7 @@ def compare(study, time_budget_minutes: float = 0.0) -> Path:
     Args:
         time_budget_minutes: start no new run after this long (0: no limit); rerun to continue.
     """
-    from flare.pipeline import compare as run_compare
+    from flare.study.pipeline import compare as run_compare
 
     return run_compare(study, time_budget_minutes)
 
@@ -43,9 +43,9 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
         seed: the stage-2 seed.
         fusion: the fusion function of flare and flare-mt.
     """
-    from flare.methods import METHODS
-    from flare.pipeline import Pipeline
-    from flare.runs import Run
+    from flare.study.methods import METHODS
+    from flare.study.pipeline import Pipeline
+    from flare.study.runs import Run
 
     if method not in METHODS:
         raise FlareError(f"train: unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -77,9 +77,9 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
             mt_model when absent and the method reads English).
     """
     from flare.adapter.io import check_adapter_dir
-    from flare.methods import FUSED, TRAINED, UNTRAINED
-    from flare.pipeline import Pipeline
-    from flare.runs import Run
+    from flare.study.methods import FUSED, TRAINED, UNTRAINED
+    from flare.study.pipeline import Pipeline
+    from flare.study.runs import Run
 
     if adapter_dir is None and method not in UNTRAINED:
         raise FlareError(f"evaluate: method must be {' or '.join(UNTRAINED)} without --adapter_dir, got {method!r}")
@@ -112,7 +112,7 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
         src_lang: language of the original text (project code, e.g. en, jav).
         tgt_lang: language to translate into.
         model: NLLB/M2M100 checkpoint (local directory or model id), or nusax-lexicon: word by word into
-            English through the NusaX lexicons in <data_dir>/nusax-lexicon (flare/lexicon_mt.py).
+            English through the NusaX lexicons in <data_dir>/nusax-lexicon (flare/mt/lexicon.py).
         translations_dir: root folder of translation files.
         data_dir: dataset folder (default: FLARE_DATA_DIR).
         batch_size: sentences per batch.
@@ -124,12 +124,12 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
         allow_empty: leave rows translated to empty text out (counted in the meta file) instead of
             refusing to write the file.
     """
-    from flare.tasks import get_task
-    from flare.translate import translate_dataset
+    from flare.data.tasks import get_task
+    from flare.mt.translate import translate_dataset
 
     rows = get_task(task).load(split, src_lang, data_dir)
     if model == "nusax-lexicon":
-        from flare.lexicon_mt import translate_with_lexicon
+        from flare.mt.lexicon import translate_with_lexicon
 
         return str(translate_with_lexicon(
             rows, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
@@ -153,7 +153,7 @@ def report(results: str, out_dir: str | None = None, against: list[str] | str | 
             that each get a paired-difference table of their own, besides the one against
             translate-train LoRA.
     """
-    from flare.report import report as write_report
+    from flare.study.report import report as write_report
 
     labels = [against] if isinstance(against, str) else list(against or ())
     return {k: str(v) for k, v in write_report(results, out_dir, against=labels).items()}
@@ -174,7 +174,7 @@ def predict(study, language: str, text: str, english: str | None = None, method:
         output: "labels" (a JSON list of labels or answers) or "jsonl" (one JSON object per input:
             id, text, label and class probabilities, or answer).
     """
-    from flare.predict import predict_texts
+    from flare.study.predict import predict_texts
 
     details: list[dict] = []
     labels = predict_texts(study, language, _lines(text), _lines(english) if english else None, method, fusion, seed,
@@ -211,7 +211,7 @@ SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/se
 def _parser():
     from jsonargparse import ActionConfigFile, ArgumentParser
 
-    from flare.settings import Study, declared_ranges
+    from flare.study.settings import Study, declared_ranges
 
     parser = ArgumentParser(prog="flare", description=__doc__, exit_on_error=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -253,7 +253,7 @@ def _placement(name: str, values: dict):
     """Where the command's models will run, for the commands that load one."""
     if name not in STUDY_COMMANDS and name != "translate":
         return None  # `report` loads no model and needs no torch
-    from flare.device import resolve_placement
+    from flare.hf.device import resolve_placement
 
     if name in STUDY_COMMANDS:
         study = values["study"]
@@ -265,8 +265,8 @@ def _placement(name: str, values: dict):
 
 def _check_config(path: str) -> None:
     """Checked before the argument parser reads the file, so every problem is one line, and the same
-    line the Python API (`flare.settings.load_study`) gives."""
-    from flare.settings import Study, from_dict, read_study_yaml
+    line the Python API (`flare.study.settings.load_study`) gives."""
+    from flare.study.settings import Study, from_dict, read_study_yaml
 
     from_dict(Study, read_study_yaml(path))
 
@@ -285,7 +285,7 @@ def _explain(error: Exception, argv: list[str]) -> str | None:
     import re
 
     from flare.files import load_yaml
-    from flare.settings import check_setting
+    from flare.study.settings import check_setting
 
     found = re.match(r'Parser key "([\w.]+)"', str(error))
     if not found:
@@ -325,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                 _check_config(value)
         from jsonargparse import set_loader
 
-        from flare.settings import Study, from_dict
+        from flare.study.settings import Study, from_dict
 
         set_loader("yaml", _yaml_value, exceptions=(FlareError,))
         parser = _parser()
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
             values["study"] = from_dict(Study, fields).validate()
         if name != "report":  # torch and transformers load only now: `--help`, errors and reports stay fast
-            from flare.pipeline import quiet_libraries
+            from flare.study.pipeline import quiet_libraries
 
             quiet_libraries()
         placement = _placement(name, values)

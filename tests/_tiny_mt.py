@@ -11,7 +11,7 @@ import csv
 import json
 from pathlib import Path
 
-from flare.languages import LANGUAGES
+from flare.mt.languages import LANGUAGES
 
 # Every FLORES code of the project table, plus one the table does not use (for override tests).
 DEFAULT_LANGUAGE_CODES = sorted({entry.flores for entry in LANGUAGES.values() if entry.flores} | {"zsm_Latn"})

@@ -1,4 +1,4 @@
-"""The second adversarial round (issue 17), as rows of tests/test_bad_inputs.py's CASES: settings
+"""The second adversarial round (issue 17), as rows of tests/cli/test_bad_inputs.py's CASES: settings
 that broke only after stage 1 or never, hostile YAML, names that would become paths outside their
 folder, files that crashed with a traceback. Each row: id, the CLI command or "python", what the one
 line must say, set-up (a `Case` in, CLI arguments or a callable out)."""
@@ -11,8 +11,8 @@ import shutil
 import torch
 import yaml
 
-from flare.settings import StageSettings, Study, load_study
-from flare.tasks import get_task
+from flare.data.tasks import get_task
+from flare.study.settings import StageSettings, Study, load_study
 
 # 324 bytes that expand to 9**9 (387 million) strings
 ALIAS_BOMB = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n' + "".join(
@@ -72,7 +72,7 @@ class _EmptyTranslator:
     fingerprint = "empty-every-other"
 
     def __init__(self):
-        from flare.translate import DecodingSettings
+        from flare.mt.translate import DecodingSettings
 
         self.settings = DecodingSettings()
 
@@ -83,7 +83,7 @@ class _EmptyTranslator:
 def _translate_empty(c):
     """The cache keeps what was translated (a rerun with allow_empty costs nothing): it lives outside
     the case's folder here, so the check that nothing else was written still holds."""
-    from flare.translate import translate_dataset
+    from flare.mt.translate import translate_dataset
 
     rows = [{"id": str(i), "text": f"kalimat {i}"} for i in range(6)]
     cache = c.tmp.parent / f"{c.tmp.name}-cache.sqlite"

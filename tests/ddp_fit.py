@@ -1,4 +1,4 @@
-"""Trains a tiny FLARE adapter with flare.train.fit and saves the trained weights (rank 0).
+"""Trains a tiny FLARE adapter with flare.study.training.fit and saves the trained weights (rank 0).
 Run directly (one process) or under `accelerate launch --cpu --num_processes 2` (DDP, gloo)."""
 
 import sys
@@ -10,10 +10,10 @@ from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification
 
 sys.path.insert(0, str(Path(__file__).parent))
 from flare import FlareConfig, get_flare_model
-from flare.formats import FormatSettings, PairFormatter
-from flare.settings import StageSettings
-from flare.tasks import get_task
-from flare.train import fit
+from flare.data.tasks import get_task
+from flare.hf.formats import FormatSettings, PairFormatter
+from flare.study.settings import StageSettings
+from flare.study.training import fit
 from tiny_tokenizers import encoder_tokenizer
 
 

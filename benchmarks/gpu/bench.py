@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
 from flare import FlareConfig, get_flare_model
-from flare.device import autocast, resolve_device
+from flare.hf.device import autocast, resolve_device
 
 EIGHT_B = dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256, seq=512, batch=4,
                new_tokens=64)
@@ -52,7 +52,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="measured generations / floor passes per row")
     parser.add_argument("--modes", nargs="+", default=["bf16", "4bit"], choices=["bf16", "4bit"])
     parser.add_argument("--checkpointing", nargs="+", default=["off", "on"], choices=["off", "on"])
-    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (flare/device.py)")
+    parser.add_argument("--device", default="auto", help="auto, cuda, cuda:N or cpu (flare/hf/device.py)")
     parser.add_argument("--budget-s", type=float, default=0, help="start no new row after this many seconds (0: none)")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)

@@ -60,7 +60,7 @@ fi
 # the project itself: its dependency ranges are the machine's business (--no-deps), setuptools comes
 # from the wheels folder for the isolated build
 "$PY" -m pip install --quiet --no-index --find-links "$WHEELS" --no-deps .
-"$PY" -c 'import flare, flare.device; print("flare-xlt installed:", flare.__file__)'
+"$PY" -c 'import flare, flare.hf.device; print("flare-xlt installed:", flare.__file__)'
 
 log "gpu tests"
 set +e

@@ -23,7 +23,7 @@ DEFAULT_FUSE_MODULES = (("q_proj", "v_proj"), ("query", "value"), ("q", "v"))
 
 @dataclass
 class FlareConfig:
-    """Settings of a FLARE adapter. A study sets the fields `flare.settings.STUDY_ADAPTER_FIELDS` names
+    """Settings of a FLARE adapter. A study sets the fields `flare.study.settings.STUDY_ADAPTER_FIELDS` names
     (its `adapter:` section and `--adapter.*` flags, documented by the text below); the ranges declared
     with the types are enforced there, on what users type, while this class refuses only what
     breaks the adapter, so adapters saved with other values still load.

@@ -10,7 +10,7 @@ import torch
 
 import tiny_models as tiny
 from flare import FlareConfig, get_flare_model, load_flare_model
-from flare.device import resolve_device
+from flare.hf.device import resolve_device
 from tiny_study import save_tiny_llama, toy_study
 
 pytestmark = pytest.mark.gpu
@@ -22,21 +22,21 @@ def _devices(model: torch.nn.Module) -> set[str]:
 
 def test_a_4bit_llama_study_runs_on_the_gpu_in_bfloat16(tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
-    import flare.pipeline
+    import flare.study.pipeline
 
     seen = []
     for name in ("fit", "evaluate"):
-        original = getattr(flare.pipeline, name)
+        original = getattr(flare.study.pipeline, name)
 
         def spy(model, *args, _original=original, _name=name, **kwargs):
             seen.append((_name, _devices(model)))  # nothing may stay behind on the CPU
             return _original(model, *args, **kwargs)
 
-        monkeypatch.setattr(flare.pipeline, name, spy)
+        monkeypatch.setattr(flare.study.pipeline, name, spy)
     model = save_tiny_llama(tmp_path / "llama")
     study = toy_study(model, tmp_path / "out", methods=["zero-shot", "translate-train", "flare"], load_in_4bit=True,
                       device="cuda", dtype="bfloat16")
-    records = [json.loads(line) for line in flare.pipeline.compare(study).read_text().splitlines()]
+    records = [json.loads(line) for line in flare.study.pipeline.compare(study).read_text().splitlines()]
     device = str(resolve_device("cuda"))
     assert sorted(r["method"] for r in records) == ["flare", "translate-train", "zero-shot"]
     for record in records:

@@ -1,0 +1,1 @@
+"""Examples, their readers, tasks (built-in and custom) and English-target pairs."""

@@ -1,0 +1,1 @@
+"""Studies: settings, methods, runs, the pipeline, training loop, reports and prediction."""

@@ -1,0 +1,104 @@
+"""What a study's runs read: stage 1's English data, each target language's training, validation and
+test pairs (split policy and limits), the English side a run is given (gold or a control,
+flare/mt/english_side.py), a user's own test file, and FLARE-MT's encoder states."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from flare.data.dataset_pairs import pairs_from_file
+from flare.data.examples import Example, LoadStats, Pair
+from flare.data.task_spec import Task
+from flare.errors import FlareError
+from flare.hf.device import dtype_name, resolve_placement
+from flare.mt.encoder import MTEncoder, precompute_encoder_states
+from flare.mt.english_side import english_side
+from flare.study.methods import reads_english
+from flare.study.predict import english_side as machine_english
+from flare.study.runs import Run
+from flare.study.settings import Study
+
+
+class StudyData:
+    """The data of one study, as its settings (`study.data`) select it."""
+
+    def __init__(self, study: Study, task: Task, output_dir: Path) -> None:
+        self.study, self.task, self.out = study, task, output_dir
+        self.settings = study.data
+
+    def _limit(self, items: list, limit: int) -> list:
+        return items[:limit] if limit else items
+
+    def english(self, pairs: list[Pair], side: str | None, seed: int, language: str) -> list[Pair]:
+        """The English side `side` of (already limited) pairs, see flare/mt/english_side.py."""
+        if side in (None, "gold"):
+            return pairs
+        return english_side(side, pairs, seed, language, self.settings.lexicon_dir, self.settings.data_dir)
+
+    def splits(self, language: str | None) -> tuple[list, list]:
+        """(train, validation) items: English examples for stage 1, pairs for a target language."""
+        data = self.settings
+        load: Callable[[str], list] = (
+            (lambda split: self.task.load(split, self.task.source_language, data.data_dir))
+            if language is None
+            else lambda split: self.task.load_pairs(split, language, data.data_dir, data.translations_dir, data.source)
+        )
+        train = load(data.train_split)
+        if data.valid_split:
+            valid = load(data.valid_split)
+        else:
+            if not 0 < data.valid_size < len(train):
+                raise FlareError(
+                    f"data.valid_size: {data.valid_size} must be between 1 and the {len(train)} training rows"
+                )
+            train, valid = train[: -data.valid_size], train[-data.valid_size:]
+        return self._limit(train, data.max_train), self._limit(valid, data.max_valid)
+
+    def test(self, language: str) -> tuple[list[Pair], LoadStats]:
+        """Test pairs, and what loading them skipped (e.g. QA answers lost in translation)."""
+        data, stats = self.settings, LoadStats()
+        pairs = self.task.load_pairs(
+            data.test_split, language, data.data_dir, data.translations_dir, data.source, stats=stats
+        )
+        return self._limit(pairs, data.max_test), stats
+
+    def english_test(self) -> list[Example]:
+        """Stage 1's English test examples (its score is printed, not recorded)."""
+        data = self.settings
+        return self._limit(self.task.load(data.test_split, self.task.source_language, data.data_dir), data.max_test)
+
+    def test_file(self, path: Path, run: Run) -> list[Pair]:
+        """The pairs of a user's test file; a missing English side is translated with mt_model."""
+        study = self.study
+        translate = None
+        if study.mt_model:
+            def translate(texts: list[str]) -> list[str]:
+                return machine_english(texts, run.language, self.task.source_language, study.mt_model,
+                                       self.out / "translations", study.device, study.dtype, study.language_map)
+
+        pairs = pairs_from_file(self.task, path, run.language, reads_english(run.method), translate)
+        return self._limit(pairs, self.settings.max_test)
+
+    def mt_inputs(self, language: str, items: list) -> tuple[Callable[[list], dict], int]:
+        """FLARE-MT: the MT encoder's states of the target text, as extra model inputs, and their
+        width. Every text is encoded once and kept in <output_dir>/mt_states (safetensors), shared
+        by all seeds; states in another dtype than float32 get a folder of their own, as they differ."""
+        study = self.study
+        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
+                            language_map=study.language_map)
+        dtype = dtype_name(resolve_placement(study.device, study.dtype).dtype)
+        folder = self.out / ("mt_states" if dtype == "float32" else f"mt_states-{dtype}")
+        fields = self.task.text_fields
+
+        def text(item: Pair | Example) -> str:
+            target = item.target if isinstance(item, Pair) else item
+            return " ".join(target.fields[f] for f in fields)
+
+        store = precompute_encoder_states(encoder, [text(i) for i in items], language, folder, show_progress=False)
+
+        def states(batch_items: list) -> dict:
+            encoded, mask = store.get([text(i) for i in batch_items], language)
+            return {"source_states": encoded, "source_attention_mask": mask}
+
+        return states, encoder.hidden_size

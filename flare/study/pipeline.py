@@ -1,0 +1,250 @@
+"""The study: stage 1 (English task fine-tuning, merged), then every method x target language x
+seed, each run written as one record to results.jsonl as soon as it finishes. A rerun skips what
+is already recorded, reuses the stage-1 model, and continues interrupted training runs from their
+last epoch checkpoint.
+
+Layout of `output_dir`: study.yaml (the settings used), stage1/model (merged English task model),
+stage1/run (its logs and checkpoint), runs/<method>/<language>/seed<k>/ (logs, checkpoint,
+adapter), results.jsonl, and the report (results.csv/.md/.png); .flare.lock names the command
+that holds the folder while one runs (a second one is refused).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flare.adapter import load_flare_model
+from flare.data.examples import LoadStats, Pair
+from flare.data.task_spec import Task
+from flare.data.tasks import get_task
+from flare.files import folder_lock, write_atomically
+from flare.hf.device import resolve_placement
+from flare.hf.formats import FormatSettings, PairFormatter
+from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
+from flare.hf.scoring import evaluate_items, predict_items, score
+from flare.mt.english_side import english_examples
+from flare.study import folder as study_folder
+from flare.study.data import StudyData
+from flare.study.folder import append_record, check_same_settings, folder_variant
+from flare.study.methods import METHODS
+from flare.study.preflight import check_plan
+from flare.study.runs import Run, plan
+from flare.study.settings import Study
+from flare.study.training import fit
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for progress and results: no weight-loading reports or deprecation noise."""
+    import warnings
+
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()  # per-run "Loading weights" bars; ours are plain tqdm
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=DeprecationWarning)
+
+
+class Pipeline:
+    """Runs a study; the public entry point is `compare`."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study.validate()
+        self.placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
+        self.task: Task = get_task(study.task)
+        self.out = Path(study.output_dir)
+        self.format = FormatSettings(max_length=study.data.max_length)
+        self.results_path = self.out / "results.jsonl"
+        self.data = StudyData(study, self.task, self.out)
+
+
+    # ----------------------------------------------------------------- stages
+
+    def stage1(self) -> Path | str:
+        """Fine-tune LoRA on English task data and merge it; reused when already done, or given."""
+        if self.study.stage1_model:
+            return self.study.stage1_model
+        model_dir = self.out / "stage1" / "model"
+        if (model_dir / "config.json").is_file():
+            return model_dir
+        backbone, tokenizer, family = load_backbone(
+            self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement, family=self.study.family
+        )
+        model = adapt(backbone, flare_config(self.study.adapter.flare_kwargs(), self.task, family))
+        train, valid = self.data.splits(None)
+        formatter = PairFormatter(self.task, tokenizer, family, "target", self.format)
+        result = fit(
+            model, train, formatter, self.study.stage1, self.study.seeds[0], self.out / "stage1" / "run",
+            lambda m: self._score(m, formatter, valid, self.study.stage1.eval_batch_size), description="stage 1 (en)",
+        )
+        test_metrics = evaluate_items(
+            model, formatter, self.data.english_test(), self.study.stage1.eval_batch_size, progress=False
+        )
+        print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
+        merge_and_save(model, tokenizer, model_dir, self.study.model, self.task, self.study.family)
+        summary = {**result.__dict__, "english_test": test_metrics}
+        write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
+        return model_dir
+
+    def _score(self, model, formatter: PairFormatter, items: list, batch_size: int, extra=None) -> float:
+        """The model-selection score on validation items."""
+        metrics = evaluate_items(model, formatter, items, batch_size, extra, progress=False)
+        return metrics[self.task.metric]
+
+    def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None,
+            test_pairs: list[Pair] | None = None) -> dict[str, Any]:
+        """One method on one language with one seed; returns its result record. With `adapter`
+        (a saved adapter folder of this method), nothing is trained: that adapter is scored; with
+        `test_pairs`, they are scored instead of the task's test split."""
+        start = time.perf_counter()
+        method = METHODS[run.method]
+        view = method.view
+        backbone, tokenizer, family = load_backbone(
+            str(stage1_dir), self.task, placement=self.placement, family=self.study.family
+        )
+        formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
+        run_dir = run.folder(self.out)
+        extra, summary = None, {}
+        test, stats = (test_pairs, LoadStats()) if test_pairs is not None else self.data.test(run.language)
+        test = self.data.english(test, run.test_english, run.seed, run.language)
+        trained = run_dir / "trained.json"  # written once the adapter is saved: the other test sides reuse it
+        reused = adapter is None and run.test_english is not None and trained.is_file()
+        if reused:
+            adapter = run_dir / "adapter"
+        if not method.trains:
+            model = backbone
+        else:
+            train, valid = [], []
+            if adapter is None:
+                train, valid = (self.data.english(items, run.train_english, run.seed, run.language)
+                                for items in self.data.splits(run.language))
+                if method.english_as_examples:
+                    train = train + english_examples(train)
+            source_dim = None
+            if method.mt_states:
+                extra, source_dim = self.data.mt_inputs(run.language, train + valid + test)
+            torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+        if adapter is not None:
+            model = load_flare_model(backbone, adapter)
+            summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
+        elif method.trains:
+            adapter = flare_config(
+                self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
+            )
+            model = adapt(backbone, adapter)
+            collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
+            result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
+                         lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
+                         description=f"{run.name} {run.language} seed {run.seed}")
+            summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
+            model.save_pretrained(run_dir / "adapter")
+            write_atomically(trained, json.dumps(summary))
+        predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        metrics = score(self.task, predictions, test, formatter.view)
+        if self.task.type == "classification":
+            summary["predicted_classes"] = len(set(predictions.values()))
+        return {
+            "run_id": f"{self.task.name}/{run.key}", "task": self.task.name,
+            "train_english": run.train_english, "test_english": run.test_english,
+            "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
+            "variant": run.variant, "stage2": asdict(self.study.stage2),
+            "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
+            "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
+            **summary,
+            "wall_time_s": round(time.perf_counter() - start, 3),  # ms: a tiny zero-shot run is under 0.1 s
+            "torch_threads": torch.get_num_threads(),  # wall times are only comparable at equal thread counts
+            **self.placement.record(),  # and at equal devices and dtypes
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+    # ----------------------------------------------------------------- the study
+
+    def done(self) -> dict[str, dict[str, Any]]:
+        from flare.study.report import load_results
+
+        return {r["run_id"]: r for r in load_results(self.results_path)} if self.results_path.is_file() else {}
+
+    def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
+        done = self.done()
+        runs = plan(self.study, folder_variant(self.study))
+        return done, [r for r in runs if f"{self.task.name}/{r.key}" not in done]
+
+    def single(self, run: Run, record: bool = True, adapter: Path | None = None,
+               test_file: Path | None = None) -> dict[str, Any]:
+        """One run (`flare train`, or `flare evaluate` with record=False), stage 1 first when it is
+        missing; the folder is locked and its study.yaml checked and written as by `compare`. With
+        `test_file` (a user's labelled file, see `pairs_from_file`), it is scored instead of the
+        task's test split."""
+        run = replace(run, variant=folder_variant(self.study))
+        check_plan(self.study, self.task, self.data, [run], trains=adapter is None, test_split=test_file is None)
+        test_pairs = None if test_file is None else self.data.test_file(test_file, run)
+        study_folder.create(self.out)
+        with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
+            check_same_settings(self.study)  # another command may have recorded other settings meanwhile
+            study_folder.record_settings(self.study, self.placement.describe())
+            result = self.run(run, self.stage1(), adapter, test_pairs)
+            if test_file is not None:
+                result["test_file"] = str(test_file)
+            if record:
+                append_record(self.results_path, result)
+        return result
+
+    def compare(self, time_budget_minutes: float = 0.0) -> Path:
+        """Run what is not recorded yet. With a time budget, no new run starts once it is spent
+        (long studies run in chunks; each chunk adds to results.jsonl)."""
+        _, todo = self._todo()
+        if todo:
+            check_plan(self.study, self.task, self.data, todo)
+        else:  # nothing left to run, yet the report must not claim settings the runs were not made with
+            check_same_settings(self.study)
+        study_folder.create(self.out)
+        with folder_lock(self.out, "flare compare"):
+            return self._compare_locked(time_budget_minutes)
+
+    def _compare_locked(self, time_budget_minutes: float) -> Path:
+        deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
+        check_same_settings(self.study)  # another command may have recorded other settings meanwhile
+        done, todo = self._todo()  # ...or recorded runs
+        study_folder.record_settings(self.study, self.placement.describe())
+        print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
+        if todo:
+            stage1_dir = self.stage1()
+            started = time.perf_counter()
+            for number, run in enumerate(todo, 1):
+                if deadline is not None and time.perf_counter() > deadline:
+                    print(f"time budget spent: {len(todo) - number + 1} runs left for the next chunk", flush=True)
+                    break
+                print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
+                record = self.run(run, stage1_dir)
+                append_record(self.results_path, record)
+                spent = time.perf_counter() - started
+                left = spent / number * (len(todo) - number)  # runs differ in cost: a rough guide
+                print(
+                    f"    {self.task.metric} {record['score']:.2f}  "
+                    f"({record['wall_time_s']:.1f} s; about {left / 60:.0f} min left)",
+                    flush=True,
+                )
+                if record.get("predicted_classes") == 1 and len(self.task.labels) > 1:
+                    print(f"    warning: {run.label} {run.language} seed {run.seed} predicted one class for every "
+                          "test example (a collapsed model; try another learning rate or more epochs)", flush=True)
+                checkpoint = run.folder(self.out) / "checkpoint"
+                shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
+        if self.results_path.is_file():
+            from flare.study.report import report
+
+            paths = report(self.results_path, self.out)
+            print(f"\n{paths['markdown'].read_text(encoding='utf-8').rstrip()}\n", flush=True)
+        return self.results_path
+
+
+def compare(study: Study, time_budget_minutes: float = 0.0) -> Path:
+    """Run (or continue) a study; returns the path of results.jsonl."""
+    return Pipeline(study).compare(time_budget_minutes)

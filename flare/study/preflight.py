@@ -1,0 +1,60 @@
+"""The plan's checks: everything that would stop a run part-way is found before anything is
+trained or written, and said in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flare.data.task_spec import Task
+from flare.hf.checks import check_model
+from flare.hf.formats import input_length
+from flare.mt.translate import check_mt_model
+from flare.study.data import StudyData
+from flare.study.folder import check_same_settings, check_writable
+from flare.study.methods import METHODS
+from flare.study.runs import Run
+from flare.study.settings import Study
+from flare.study.training import check_checkpoint
+
+
+def stage1_source(study: Study) -> str:
+    """The English task model stage 2 starts from: `stage1_model`, else the folder's own."""
+    return study.stage1_model or str(Path(study.output_dir) / "stage1" / "model")
+
+
+def stage1_done(study: Study) -> bool:
+    return bool(study.stage1_model) or (Path(study.output_dir) / "stage1" / "model" / "config.json").is_file()
+
+
+def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], trains: bool = True,
+               test_split: bool = True) -> None:
+    """Stop with one line when a run could not finish: the output folder cannot be created or holds
+    other settings, the model's config does not load or its architecture lacks the adapter's
+    modules, a split or English side the runs read does not load or pair, or a saved resume
+    checkpoint is unreadable. `trains=False`: the runs score saved adapters; `test_split=False`:
+    they score a user's file instead of the task's test split."""
+    out = Path(study.output_dir)
+    check_writable(out)
+    check_same_settings(study)
+    if any(METHODS[m].mt_states for m in study.methods) and study.mt_model:
+        check_mt_model(study.mt_model)
+    done = stage1_done(study)
+    longest = max(input_length(study.data.max_length, METHODS[method].view) for method in study.methods)
+    check_model(stage1_source(study) if done else study.model, task, study.adapter, study.data.max_length, longest,
+                study.family)
+    if not done:
+        data.splits(None)
+        data.english_test()
+        check_checkpoint(out / "stage1" / "run" / "checkpoint")
+    seed = study.seeds[0]
+    for language in dict.fromkeys(run.language for run in runs):
+        test = data.test(language)[0] if test_split else []
+        for side in dict.fromkeys(r.test_english for r in runs if r.language == language):
+            data.english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
+        if trains and any(r.language == language and METHODS[r.method].trains for r in runs):
+            splits = data.splits(language)
+            for side in dict.fromkeys(r.train_english for r in runs if r.language == language):
+                for items in splits:
+                    data.english(items, side, seed, language)
+    for run in runs:
+        check_checkpoint(run.folder(out) / "checkpoint")

@@ -1,0 +1,73 @@
+"""The runs of a study: a run's label, folder and record id, and the plan (every run, in the order
+a study makes them)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from flare.study.methods import METHODS
+from flare.study.settings import Study
+
+
+@dataclass(frozen=True)
+class Run:
+    method: str
+    fusion: str | None
+    language: str
+    seed: int
+    train_english: str | None = None  # None: the method reads no English side at that stage
+    test_english: str | None = None
+    variant: str | None = None  # stage-2 settings that differ from the folder's study.yaml (a sweep point)
+
+    @property
+    def name(self) -> str:
+        """The trained run's folder name: one per English training side (test sides share it) and
+        stage-2 variant."""
+        name = f"{self.method}-{self.fusion}" if self.fusion else self.method
+        if self.train_english not in (None, "gold"):
+            name = f"{name}+train-{self.train_english}"
+        if self.variant and METHODS[self.method].trains:
+            name = f"{name}+stage2-{self.variant.replace('=', '-').replace(',', '+')}"
+        return name
+
+    def folder(self, output_dir: str | Path) -> Path:
+        """Where the run keeps its logs, checkpoint and adapter in a study folder."""
+        return Path(output_dir) / "runs" / self.name / self.language / f"seed{self.seed}"
+
+    @property
+    def key(self) -> str:
+        """The record's id within a task; gold English sides keep the ids of studies made before the
+        English-side settings existed."""
+        test = "" if self.test_english in (None, "gold") else f"/test-{self.test_english}"
+        return f"{self.name}/{self.language}/seed{self.seed}{test}"
+
+    @property
+    def label(self) -> str:
+        label = METHODS[self.method].run_label(self.fusion)
+        sides = [f"{stage} {side}" for stage, side in (("train", self.train_english), ("test", self.test_english))
+                 if side not in (None, "gold")]
+        if self.variant and METHODS[self.method].trains:
+            sides.append(f"stage2 {self.variant}")
+        return f"{label} [{', '.join(sides)}]" if sides else label
+
+
+def plan(study: Study, variant: str | None = None) -> list[Run]:
+    """Every run of the study, seed by seed and language by language, so that an interrupted
+    study has complete comparisons for the seeds it finished. Zero-shot and translate-test train
+    nothing: one seed suffices. Each English side a method reads (data.train_english /
+    data.test_english) is a run of its own."""
+    runs = []
+    for seed in study.seeds:
+        for language in study.languages:
+            for name in study.methods:
+                method = METHODS[name]
+                if not method.trains and seed != study.seeds[0]:
+                    continue
+                fusions = study.fusions if method.fused else [None]
+                trains = study.data.train_english if method.english_in_training else [None]
+                tests = study.data.test_english if method.english_at_test else [None]
+                runs += [Run(name, fusion, language, seed, train, test, variant)
+                         for fusion in fusions for train in trains for test in tests]
+    return runs
+

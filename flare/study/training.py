@@ -1,0 +1,296 @@
+"""The training loop of both stages (a plain recipe over accelerate).
+
+After every epoch the trainable weights, the optimizer and scheduler state, the RNG state and the
+best weights so far are written (safetensors + JSON, atomically) to `<run>/checkpoint/`. A run
+that finds a checkpoint continues after its epoch; because each epoch's data order comes from
+(seed, epoch) and the RNG state is restored, the resumed run ends where an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator, DataLoaderConfiguration
+from accelerate.state import AcceleratorState, is_initialized
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from flare.errors import FlareError
+from flare.files import atomic_dir, write_atomically
+from flare.hf.checks import safetensors_problem
+from flare.hf.device import autocast, autocast_dtype, model_device
+from flare.study.settings import StageSettings, trackers
+
+# The resume checkpoint's files (written at each epoch's end, read by a rerun and checked by the plan)
+STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE = (
+    "state.json", "trainable.safetensors", "optimizer.safetensors", "rng.safetensors"
+)
+
+Evaluate = Callable[[torch.nn.Module], float]
+
+
+@dataclass
+class TrainResult:
+    best_score: float | None
+    best_epoch: int
+    epochs: int
+    steps: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, torch.Tensor]:
+    """AdamW state as named tensors (no pickle)."""
+    tensors = {}
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, param in zip(names, params):
+        for key, value in optimizer.state.get(param, {}).items():
+            tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    return tensors
+
+
+def _load_optimizer_tensors(
+    optimizer: torch.optim.Optimizer, names: list[str], tensors: dict[str, torch.Tensor]
+) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for name, param in zip(names, params):
+        state = {
+            key.split("::", 1)[1]: value.to(param.device)
+            for key, value in tensors.items() if key.split("::", 1)[0] == name
+        }
+        if state:
+            optimizer.state[param] = state
+
+
+def fit(
+    model: torch.nn.Module,
+    train_items: Sequence[Any],
+    collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
+    settings: StageSettings,
+    seed: int,
+    run_dir: Path,
+    evaluate: Evaluate | None = None,
+    description: str = "train",
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train the model's trainable parameters; leave it holding the best (or last) weights.
+
+    Args:
+        model: a model whose trainable parameters are the adapter (and head).
+        train_items: examples or pairs; `collate` turns a list of them into a batch.
+        collate: the batch builder (e.g. a flare.hf.formats.PairFormatter).
+        settings: learning rate, epochs, batch size and the rest of the stage.
+        seed: seeds data order, dropout and initialisation.
+        run_dir: where logs and the resumable checkpoint go.
+        evaluate: returns the validation score (higher is better) after each epoch.
+        description: label of the progress bar.
+        stop_after_steps: stop abruptly after this many optimizer steps (tests of resumption).
+    """
+    # The model was loaded onto its device (flare/hf/device.py); accelerate trains it there.
+    device = model_device(model)
+    if is_initialized() and AcceleratorState().device.type != device.type:
+        # accelerate fixes one device per process and would silently move the model to it
+        raise FlareError(
+            f"this process already trained on {AcceleratorState().device}; train the model on {device} in a new process"
+        )
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    # Autocast is ours, not accelerate's mixed_precision: accelerate fixes that once per process,
+    # and a process may train models of several dtypes. Trainable weights stay float32.
+    amp = autocast_dtype(model, settings.mixed_precision)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
+    # split_batches: under `accelerate launch` each process takes its share of every batch, so
+    # N processes train exactly like one process with the same batch size
+    accelerator = Accelerator(
+        gradient_accumulation_steps=settings.gradient_accumulation, cpu=device.type == "cpu",
+        dataloader_config=DataLoaderConfiguration(split_batches=True),
+    )
+    torch.manual_seed(seed)
+    names = list(_trainable(model))
+    params = list(_trainable(model).values())
+    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    batches_per_epoch = math.ceil(len(train_items) / settings.batch_size)
+    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
+    total_steps = steps_per_epoch * settings.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+
+    checkpoint = run_dir / "checkpoint"
+    state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
+    best: dict[str, torch.Tensor] = {}
+    if (checkpoint / STATE_FILE).is_file():
+        try:
+            state = json.loads((checkpoint / STATE_FILE).read_text())
+            weights = load_file(checkpoint / TRAINABLE_FILE)
+            optimizer_state = load_file(checkpoint / OPTIMIZER_FILE)
+            rng = load_file(checkpoint / RNG_FILE)["cpu"]
+            best = load_file(checkpoint / "best.safetensors") if (checkpoint / "best.safetensors").is_file() else {}
+            with torch.no_grad():
+                for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                    param.copy_(weights[name])
+        except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
+            raise FlareError(
+                f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run"
+            ) from None
+        _load_optimizer_tensors(optimizer, names, optimizer_state)
+        scheduler.load_state_dict(state["scheduler"])
+        # load_state_dict restores the schedule's position but not the optimizer's current rate
+        for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
+            group["lr"] = rate
+        torch.set_rng_state(rng)
+
+    log_path = run_dir / "train_log.csv"
+    loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
+    for epoch in range(state["epoch"], settings.epochs):
+        model.train()
+        order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
+        loader = DataLoader(
+            list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
+        )
+        loader = accelerator.prepare_data_loader(loader)
+        losses, start = [], time.perf_counter()
+        bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
+                   disable=not accelerator.is_main_process)
+        for batch in bar:
+            with accelerator.accumulate(model):
+                with autocast(device, amp):
+                    loss = model(**batch).loss
+                accelerator.backward(scaler.scale(loss) if scaler else loss)
+                if accelerator.sync_gradients and scaler:
+                    scaler.unscale_(optimizer)
+                if accelerator.sync_gradients and settings.max_grad_norm > 0:
+                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
+                if scaler is None:
+                    optimizer.step()  # accelerate's wrapper steps only when gradients sync
+                elif accelerator.sync_gradients:
+                    scaler.step(optimizer)  # skips a step whose float16 gradients overflowed
+                    scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            if accelerator.sync_gradients:
+                state["step"] += 1
+                if loggers:
+                    loggers.step(state["step"], losses[-1], scheduler.get_last_lr()[0])
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
+            if stop_after_steps is not None and state["step"] >= stop_after_steps:
+                raise KeyboardInterrupt(f"stopped after {state['step']} steps (stop_after_steps)")
+        # every process scores the whole validation set with the unwrapped model: same selection
+        score = evaluate(accelerator.unwrap_model(model)) if evaluate is not None else None
+        row = {"epoch": epoch + 1, "step": state["step"], "train_loss": sum(losses) / max(len(losses), 1),
+               "valid_score": score, "seconds": round(time.perf_counter() - start, 2)}
+        state["history"].append(row)
+        improved = score is not None and (state["best_score"] is None or score > state["best_score"])
+        if improved or not settings.select_best or evaluate is None:
+            state["best_score"], state["best_epoch"] = score, epoch + 1
+            best = {n: p.detach().cpu().clone() for n, p in _trainable(accelerator.unwrap_model(model)).items()}
+        state["epoch"] = epoch + 1
+        state["scheduler"] = scheduler.state_dict()
+        if accelerator.is_main_process:
+            _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, names, state, best)
+            _write_log(log_path, state["history"])
+            loggers.epoch(row)
+        accelerator.wait_for_everyone()
+    if loggers:
+        loggers.close()
+
+    unwrapped = accelerator.unwrap_model(model)
+    if best:
+        with torch.no_grad():
+            for name, param in _trainable(unwrapped).items():
+                param.copy_(best[name].to(param.device))
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"])
+
+
+class _Loggers:
+    """Experiment trackers beside the CSV log, through accelerate's tracker classes: TensorBoard,
+    W&B, MLflow, Comet, Aim, ClearML, ... with one interface (the plan has checked their packages)."""
+
+    def __init__(self, settings: StageSettings, run_dir: Path, name: str) -> None:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        project = settings.wandb_project or "flare-xlt"
+        # per-tracker arguments: where its local files go, and this run's name
+        extra = {"wandb": {"name": name, "dir": str(run_dir)}, "mlflow": {"run_name": name}}
+        self.trackers = []
+        for tracker_name in trackers(settings):
+            cls = LOGGER_TYPE_TO_CLASS[tracker_name]
+            if tracker_name == "tensorboard":  # events in <run>/tensorboard, as before
+                tracker = cls("tensorboard", run_dir)
+            elif cls.requires_logging_directory:
+                tracker = cls(project, run_dir / tracker_name, **extra.get(tracker_name, {}))
+            else:
+                tracker = cls(project, **extra.get(tracker_name, {}))
+            tracker.start()
+            self.trackers.append(tracker)
+
+    def _log(self, values: dict[str, float], step: int) -> None:
+        for tracker in self.trackers:
+            tracker.log(values, step=step)
+
+    def step(self, step: int, loss: float, learning_rate: float) -> None:
+        self._log({"train/loss": loss, "train/learning_rate": learning_rate}, step)
+
+    def epoch(self, row: dict[str, Any]) -> None:
+        if row["valid_score"] is not None:
+            self._log({"valid/score": row["valid_score"]}, row["step"])
+
+    def close(self) -> None:
+        for tracker in self.trackers:
+            tracker.finish()
+
+
+
+def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
+    with atomic_dir(directory) as staging:
+        save_file(
+            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / TRAINABLE_FILE
+        )
+        save_file(_optimizer_tensors(optimizer, names), staging / OPTIMIZER_FILE)
+        save_file({"cpu": torch.get_rng_state()}, staging / RNG_FILE)
+        if best:
+            save_file(best, staging / "best.safetensors")
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
+
+
+def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
+    """The per-epoch log as CSV (rewritten whole: it is small, and never half-written)."""
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomically(path, buffer.getvalue())
+
+
+def check_checkpoint(directory: Path) -> None:
+    """A resume checkpoint that training would read must be complete and readable."""
+    if not (directory / STATE_FILE).is_file():
+        return  # training starts from scratch
+    hint = "delete that folder to restart the run from its beginning"
+    try:
+        state = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise FlareError(f"resume checkpoint {directory}: state.json is corrupt ({error}); {hint}") from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise FlareError(f"resume checkpoint {directory}: state.json has no epoch; {hint}")
+    for name in (TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE):
+        if (problem := safetensors_problem(directory / name)) is not None:
+            raise FlareError(f"resume checkpoint {directory}: {name} is missing or corrupt ({problem}); {hint}")

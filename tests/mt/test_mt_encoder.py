@@ -1,0 +1,66 @@
+"""FLARE-MT encoder states: correct language tag, shapes, masks, safetensors cache."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from _tiny_mt import available_data_dir, shared_tiny_nllb
+from flare.errors import FlareError
+from flare.mt.encoder import EncoderStateStore, MTEncoder, precompute_encoder_states
+
+TEXTS = ["Aku seneng banget karo panganan iki.", "Enak.", "Rotine enak lan regane uga mirah, aku mesthi bali."]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory) -> MTEncoder:
+    return MTEncoder(str(shared_tiny_nllb(tmp_path_factory, available_data_dir())), max_length=64)
+
+
+def test_text_is_tagged_with_its_own_language(encoder):
+    batch = encoder.tokenize(TEXTS, "jav")
+    jav_id = encoder.tokenizer.convert_tokens_to_ids("jav_Latn")
+    eng_id = encoder.tokenizer.convert_tokens_to_ids("eng_Latn")
+    assert jav_id != eng_id
+    assert batch["input_ids"][:, 0].tolist() == [jav_id] * 3
+    assert encoder.tokenize(TEXTS, "sw")["input_ids"][0, 0] == encoder.tokenizer.convert_tokens_to_ids("swh_Latn")
+    with pytest.raises(FlareError, match="not covered by NLLB"):
+        encoder.tokenize(TEXTS, "nij")
+
+
+def test_states_shapes_masks_and_padding(encoder):
+    states, mask = encoder.encode(TEXTS, "jav")
+    lengths = encoder.tokenize(TEXTS, "jav")["attention_mask"].sum(1)
+    assert states.shape == (3, int(lengths.max()), encoder.hidden_size) and states.dtype == torch.float32
+    assert mask.shape == states.shape[:2] and mask.sum(1).tolist() == lengths.tolist()
+    assert mask[1, -1] == 0 and mask[:, 0].all()  # right padding
+    assert torch.all(states[mask == 0] == 0) and states[mask == 1].abs().sum() > 0
+    assert not states.requires_grad and not any(p.requires_grad for p in encoder.encoder.parameters())
+    alone, _ = encoder.encode(TEXTS[1:2], "jav")
+    assert torch.allclose(alone[0], states[1, : alone.shape[1]], atol=1e-5)  # padding does not leak
+    tagged_english, _ = encoder.encode(TEXTS[1:2], "eng")
+    assert not torch.allclose(alone, tagged_english)  # the tag changes the states
+
+
+def test_truncation_to_max_length(encoder):
+    states, mask = encoder.encode(["kata " * 200], "jav")
+    assert states.shape[1] == 64 and mask.sum() == 64
+
+
+def test_precomputed_states_roundtrip_through_safetensors(encoder, tmp_path, monkeypatch):
+    store = precompute_encoder_states(encoder, TEXTS + TEXTS[:1], "jav", tmp_path, batch_size=2, show_progress=False)
+    shards = list(store.directory.glob("*"))
+    assert len(shards) == 2 and all(p.suffix == ".safetensors" for p in shards)
+    direct_states, direct_mask = encoder.encode(TEXTS, "jav")
+    fresh = EncoderStateStore(tmp_path, encoder.model_name, max_length=64)  # no model needed to read
+    states, mask = fresh.get(TEXTS, "jav")
+    assert torch.equal(mask, direct_mask) and torch.allclose(states, direct_states, atol=1e-5)
+
+    calls = []
+    monkeypatch.setattr(encoder, "encode", lambda texts, lang: calls.append(texts))
+    precompute_encoder_states(encoder, TEXTS, "jav", tmp_path, show_progress=False)
+    assert calls == []  # everything was cached
+    with pytest.raises(FlareError, match="no stored encoder state"):
+        fresh.get(TEXTS, "sun")  # same text, other language: other key
+    with pytest.raises(FlareError, match="no stored encoder state"):
+        EncoderStateStore(tmp_path, encoder.model_name, max_length=32).get(TEXTS, "jav")

@@ -1,0 +1,126 @@
+"""benchmarks/english_side_report.py on small synthetic study records: every expected number is
+computed here from the synthetic scores, not copied from the script's output."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+
+import pytest
+
+from flare.study.report import paired_difference
+from flare.study.stats import t_quantile_975
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "english_side_report.py"
+spec = importlib.util.spec_from_file_location("english_side_report", SCRIPT)
+esr = importlib.util.module_from_spec(spec)
+sys.modules[spec.name] = esr  # dataclasses look their module up there
+spec.loader.exec_module(esr)
+
+LORA = ("translate-train", None, None, None)
+
+
+def record(method, language, seed, score, train=None, test=None, fusion=None, wall=10.0):
+    name = f"{method}-{fusion}" if fusion else method
+    run_id = f"nusax/{name}/train-{train}/test-{test}/{language}/seed{seed}"
+    return {"run_id": run_id, "task": "nusax", "method": method, "fusion": fusion, "label": name,
+            "language": language, "seed": seed, "metric": "macro_f1", "score": score,
+            "train_english": train, "test_english": test, "wall_time_s": wall}
+
+
+def write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+def half_width(values: list[float]) -> float:
+    return t_quantile_975(len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+
+
+def test_cells_average_over_seeds_then_languages():
+    scores = {("ace", 1): 70.0, ("ace", 2): 74.0, ("ace", 3): 75.5, ("bbc", 1): 60.0, ("bbc", 2): 61.0,
+              ("bbc", 3): 65.0}
+    rows = esr.by_row([record("translate-train", lang, seed, v) for (lang, seed), v in scores.items()])
+    values = rows[LORA]
+    ace = esr.language_cell(values, "ace")
+    ace_scores = [scores[("ace", s)] for s in (1, 2, 3)]
+    assert ace.mean == pytest.approx(statistics.mean(ace_scores))
+    assert ace.half == pytest.approx(half_width(ace_scores))
+    assert (ace.seeds, ace.languages) == (3, ("ace",))
+    per_seed = [(scores[("ace", s)] + scores[("bbc", s)]) / 2 for s in (1, 2, 3)]
+    avg = esr.average(values)
+    assert avg.mean == pytest.approx(statistics.mean(per_seed))
+    assert avg.half == pytest.approx(half_width(per_seed))
+    assert (avg.seeds, set(avg.languages), avg.uneven) == (3, {"ace", "bbc"}, False)
+    one = esr.language_cell({("ace", 1): 70.0}, "ace")
+    assert one.half is None and one.format() == "70.0 (1s/1l)"
+    assert esr.language_cell(values, "jav") is None
+    # seeds with different languages: each seed is averaged over its own languages, and flagged
+    uneven = esr.average({("ace", 1): 70.0, ("bbc", 1): 60.0, ("ace", 2): 80.0})
+    assert uneven.mean == pytest.approx(((70.0 + 60.0) / 2 + 80.0) / 2) and uneven.uneven
+    assert uneven.format().endswith("(2s/2l*)")
+
+
+def test_paired_difference_uses_only_matched_language_seed_pairs():
+    flare = {("ace", 1): 80.0, ("bbc", 1): 71.0, ("ace", 2): 90.0, ("jav", 1): 55.0}
+    lora = {("ace", 1): 72.0, ("bbc", 1): 65.0, ("bbc", 2): 10.0, ("sun", 1): 40.0}
+    d = esr.difference(flare, lora)
+    diffs = [flare[k] - lora[k] for k in (("ace", 1), ("bbc", 1))]  # the only pairs in both
+    assert d.mean == pytest.approx(statistics.mean(diffs))
+    assert d.half == pytest.approx(half_width(diffs))  # one seed: the interval is over languages
+    assert (d.seeds, sorted(d.languages)) == (1, ["ace", "bbc"])
+    assert esr.difference({("ace", 2): 1.0}, {("ace", 1): 1.0}) is None
+    assert esr.difference(None, lora) is None
+
+
+def test_difference_equals_flare_report_on_complete_seeds():
+    scores = {(lang, seed): 60 + 3 * i + seed * 1.7 + (j % 2) for i, lang in enumerate(["ace", "bbc", "jav"])
+              for j, seed in enumerate([1, 2, 3])}
+    records = [record("translate-train", lang, seed, v) for (lang, seed), v in scores.items()]
+    records += [record("flare", lang, seed, v + 2 + seed * (lang == "bbc"), "gold", "gold", "add_relu")
+                for (lang, seed), v in scores.items()]
+    rows = esr.by_row(records)
+    mine = esr.difference(rows[("flare", "add_relu", "gold", "gold")], rows[LORA])
+    theirs = paired_difference(records, "flare-add_relu", "translate-train", "nusax")
+    assert mine.mean == pytest.approx(theirs["mean"])
+    assert mine.mean - mine.half == pytest.approx(theirs["ci95"][0])
+    assert mine.seeds == theirs["n"] == 3
+
+
+def test_report_marks_missing_cells_and_writes_the_plot(tmp_path, capsys):
+    controls = write(tmp_path / "controls.jsonl", [
+        record("translate-train", "ace", 1, 70.0, wall=100.0), record("translate-train", "ace", 2, 72.0, wall=50.0),
+        record("flare", "ace", 1, 79.0, "gold", "gold", "add_relu", wall=300.0),
+        record("flare", "ace", 2, 84.0, "gold", "gold", "add_relu", wall=200.0),
+        record("flare", "ace", 1, 60.0, "shuffled", "shuffled", "add_relu"),
+    ])
+    chrf = tmp_path / "chrf_in.json"
+    chrf.write_text(json.dumps({"ace": {"gold": {"chrf": 100.0, "bleu": 100.0},
+                                        "shuffled": {"chrf": 16.0, "bleu": 0.2}}}), encoding="utf-8")
+    out = tmp_path / "out"
+    text = esr.main(["--controls", str(controls), "--realistic", str(tmp_path / "absent.jsonl"),
+                     "--out", str(out), "--chrf", str(chrf)])
+    assert capsys.readouterr().out.strip() == text.strip()
+    assert (out / "report.md").read_text(encoding="utf-8") == text
+    lines = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    gold = lines["FLARE (add_relu) [train gold, test gold]"]
+    margins = [79.0 - 70.0, 84.0 - 72.0]
+    assert f"{statistics.mean(margins):+.1f} ± {half_width(margins):.1f} (2s/1l)" in gold
+    assert f"{statistics.mean([79.0, 84.0]):.1f} ± {half_width([79.0, 84.0]):.1f} (2s)" in gold
+    assert "not measured" in lines["FLARE (add_relu) [train self, test gold]"]
+    assert "not measured" in lines["translate-train + English (LoRA) [train gold]"]
+    shuffled = lines["FLARE (add_relu) [train shuffled, test shuffled]"]
+    assert f"{60.0 - 70.0:+.1f} (1s/1l)" in shuffled  # paired with seed 1 only
+    # the realistic study is absent: every matrix cell says so
+    assert lines["noise30"].count("not measured") == 5
+    assert "translate-train (LoRA), reads no English (reference): not measured" in text
+    # plot points and wall time
+    assert "| controls | FLARE (add_relu) | shuffled | 16.0 (1l) | -10.0 (1s/1l) |" in text
+    assert f"| controls | FLARE (add_relu) | 3 | {300 + 200 + 10:,.0f} |" in text
+    png = out / "margin_vs_chrf.png"
+    assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
+    assert json.loads((out / "chrf.json").read_text(encoding="utf-8"))["ace"]["shuffled"]["chrf"] == 16.0
