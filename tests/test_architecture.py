@@ -111,3 +111,26 @@ def test_the_adapter_core_imports_with_torch_and_peft_alone():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[] []", result.stdout
+
+
+# docs/architecture.md: imports only point down this list (a package may import itself)
+LAYERS = ("flare.adapter", "flare.data", "flare.hf", "flare.mt", "flare.study", "flare.cli")
+SHARED = ("flare.errors", "flare.files", "flare.extras", "flare.setting_types", "flare")
+
+
+def _layer(module: str) -> int | None:
+    return next((i for i, layer in enumerate(LAYERS) if module == layer or module.startswith(layer + ".")), None)
+
+
+def test_imports_only_point_down_the_layers():
+    graph = import_graph()
+    upward = sorted(
+        f"{module} -> {other}" for module, others in graph.items() for other in others
+        if other not in SHARED and _layer(module) is not None and _layer(other) is not None
+        and _layer(other) > _layer(module)
+    )
+    assert upward == []
+    unplaced = sorted(m for m in graph if _layer(m) is None and m not in SHARED)
+    assert unplaced == []  # every module belongs to a layer or is a shared leaf
+    shared_imports = {f"{m} -> {o}" for m in SHARED if m != "flare" for o in graph[m] if o not in SHARED}
+    assert shared_imports == set()  # the shared leaves reach nothing of the layers
