@@ -63,3 +63,16 @@ def test_without_the_option_nothing_changes():
     assert len(model.english_gates) == 0
     assert not any("english_gates" in key for key in model.flare_state_dict())
     copy.deepcopy(model)  # a plain FLARE adapter still deep-copies and saves as before
+
+
+def test_an_adapter_saved_before_the_option_existed_loads_as_plain_flare(tmp_path):
+    import json
+
+    model = _model(False)
+    model.save_pretrained(tmp_path)
+    config = tmp_path / "flare_config.json"
+    saved = json.loads(config.read_text())
+    saved["config"].pop("english_gate")  # what adapters saved before the option was added hold
+    config.write_text(json.dumps(saved))
+    loaded = load_flare_model(tiny.llama(0), tmp_path)
+    assert not loaded.flare_config.english_gate and torch.equal(_logits(loaded), _logits(model))
