@@ -115,7 +115,7 @@ def push_flare(
                 revision=revision, create_pr=create_pr, repo_type="model",
             )
         except HfHubHTTPError as error:
-            raise FlareError(f"cannot push to {repo_id}: {str(error).splitlines()[0]}") from None
+            raise FlareError(f"cannot push to {repo_id}: {first_line(error)}") from None
 
 
 _REPO_ID = re.compile(r"(?:[A-Za-z0-9][\w.-]*/)?[A-Za-z0-9][\w.-]*")
@@ -135,7 +135,7 @@ def resolve_adapter(location: str | os.PathLike, revision: str | None = None) ->
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=_HUB_FILES))
     except (OSError, ValueError) as error:  # huggingface_hub's HTTP, offline and validation errors
-        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        first = first_line(error)
         raise FlareError(f"{text} is not a local folder and cannot be fetched from the Hub: {first}") from None
 
 

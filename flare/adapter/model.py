@@ -27,7 +27,7 @@ from flare.adapter.config import FlareConfig, default_fuse_modules
 from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
 from flare.adapter.generation import check_cached_decoding, uses_cache
 from flare.adapter.pairing import pack, partners, row_extent
-from flare.errors import FlareError
+from flare.errors import FlareError, first_line
 
 # Arguments that describe the target batch only; the English pass gets its own or none.
 _TARGET_ONLY = {
@@ -397,7 +397,7 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
         peft_model = get_peft_model(model, lora, adapter_name=adapter_name)
     except ValueError as error:
         raise FlareError(
-            f"target_modules {targets!r} match no module of {model_name}: {str(error).splitlines()[0]}"
+            f"target_modules {targets!r} match no module of {model_name}: {first_line(error)}"
         ) from None
     lora_layers = [n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)]
     fused = [n for n in lora_layers if _matches(n, list(fuse_names))]

@@ -152,7 +152,7 @@ class Pipeline:
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))
         return {
-            "run_id": f"{self.task.name}/{run.key}", "task": self.task.name,
+            "run_id": run.record_id(self.task.name), "task": self.task.name,
             "train_english": run.train_english, "test_english": run.test_english,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
             "variant": run.variant, "stage2": asdict(self.study.stage2),
@@ -175,7 +175,7 @@ class Pipeline:
     def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
         done = self.done()
         runs = plan(self.study, folder_variant(self.study))
-        return done, [r for r in runs if f"{self.task.name}/{r.key}" not in done]
+        return done, [r for r in runs if r.record_id(self.task.name) not in done]
 
     def single(self, run: Run, record: bool = True, adapter: Path | None = None,
                test_file: Path | None = None) -> dict[str, Any]:

@@ -35,6 +35,10 @@ class Run:
         """Where the run keeps its logs, checkpoint and adapter in a study folder."""
         return Path(output_dir) / "runs" / self.name / self.language / f"seed{self.seed}"
 
+    def record_id(self, task: str) -> str:
+        """The run's id in results.jsonl (`run_id`): what a rerun looks up to skip recorded work."""
+        return f"{task}/{self.key}"
+
     @property
     def key(self) -> str:
         """The record's id within a task; gold English sides keep the ids of studies made before the
