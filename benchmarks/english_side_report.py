@@ -200,6 +200,30 @@ def realistic_section(records: Sequence[Mapping]) -> list[str]:
     return lines
 
 
+def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated: Sequence[Mapping],
+                   test: str = "lexicon") -> list[str]:
+    """FLARE scored with the machine English `test` side, trained on gold, on that side, on a mix, with
+    and without the learned English gate: the realistic study's rows and the remedy studies' rows
+    (all from one stage-1 model), each beside translate-train (LoRA) of the realistic study."""
+    plain, mix, gate = by_row(realistic), by_row(mixed), by_row(gated)
+    base = plain.get(BASELINE)
+    fusion = _fusions([*realistic, *mixed, *gated])[0]
+    languages = list(dict.fromkeys([*_languages(realistic), *_languages(mixed), *_languages(gated)]))
+    rows = [("translate-train (LoRA), no English", base)]
+    for name, source in (("FLARE", {**plain, **mix}), ("FLARE, English gate", gate)):
+        for train in ("gold", "lexicon", "mix-lexicon"):
+            rows.append((f"{name} [train {train}, test {test}]", source.get(("flare", fusion, train, test))))
+    body = [[label, *(_fmt(language_cell(v or {}, lang), count_languages=False) for lang in languages),
+             _fmt(average(v or {})), "reference" if v is base else _fmt(difference(v, base), signed=True)]
+            for label, v in rows]
+    return [f"## Remedies for a machine-made English side (test side: {test})", "",
+            *_table(["run", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
+            "Mixed training: half the training examples with lexicon-MT English, half gold "
+            "(benchmarks/reproduce/nusax-remedy.yaml); the gate: one learned scalar per fused module scaling the "
+            "English side's change (adapter.english_gate, benchmarks/reproduce/nusax-remedy-gate.yaml). Δ paired "
+            "by (language, seed) as above."]
+
+
 def wall_time_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     body = []
     for study, records in studies.items():
@@ -317,6 +341,9 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--controls", type=Path, default=ROOT / "benchmarks/results/nusax-controls/results.jsonl")
     parser.add_argument("--realistic", type=Path, default=ROOT / "benchmarks/results/nusax-realistic/results.jsonl")
+    parser.add_argument("--remedy", type=Path, default=ROOT / "benchmarks/results/nusax-remedy/results.jsonl")
+    parser.add_argument("--remedy-gate", type=Path,
+                        default=ROOT / "benchmarks/results/nusax-remedy-gate/results.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     parser.add_argument("--chrf", type=Path, help="chrF table, as benchmarks/english_sides.py --json writes it")
     parser.add_argument("--data-dir", default=None, help="datasets folder (default: $FLARE_DATA_DIR)")
@@ -325,15 +352,19 @@ def main(argv: Sequence[str] | None = None) -> str:
     args = parser.parse_args(argv)
     controls, controls_note = _load(args.controls, "controls")
     realistic, realistic_note = _load(args.realistic, "realistic")
-    studies = {"controls": controls, "realistic": realistic}
+    mixed, mixed_note = _load(args.remedy, "remedy (mixed English)")
+    gated, gated_note = _load(args.remedy_gate, "remedy (English gate)")
+    studies = {"controls": controls, "realistic": realistic, "remedy": mixed, "remedy-gate": gated}
     languages = list(dict.fromkeys([*STUDY_LANGUAGES, *_languages([*controls, *realistic])]))
     sides = list(dict.fromkeys([*CONTROL_SIDES, *realistic_sides(realistic)]))
     chrf, chrf_notes = load_chrf(args.out, args.chrf, languages, sides, args.seed, args.split, args.data_dir)
-    points = margin_points(studies, chrf)
+    points = margin_points({"controls": controls, "realistic": realistic}, chrf)
     plot(points, args.out / "margin_vs_chrf.png")
     lines = ["# Where does FLARE's gain come from? English-side controls and realistic sides (issue 18)", "",
-             f"- {controls_note}", f"- {realistic_note}", *(f"- {note}" for note in chrf_notes), "",
-             *controls_section(controls), "", *realistic_section(realistic), "", *points_section(points), "",
+             f"- {controls_note}", f"- {realistic_note}", f"- {mixed_note}", f"- {gated_note}",
+             *(f"- {note}" for note in chrf_notes), "",
+             *controls_section(controls), "", *realistic_section(realistic), "",
+             *remedy_section(realistic, mixed, gated), "", *points_section(points), "",
              *wall_time_section(studies), ""]
     text = "\n".join(lines)
     write_atomically(args.out / "report.md", text)

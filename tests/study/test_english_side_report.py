@@ -124,3 +124,21 @@ def test_report_marks_missing_cells_and_writes_the_plot(tmp_path, capsys):
     png = out / "margin_vs_chrf.png"
     assert png.read_bytes().startswith(b"\x89PNG") and png.stat().st_size > 1000
     assert json.loads((out / "chrf.json").read_text(encoding="utf-8"))["ace"]["shuffled"]["chrf"] == 16.0
+
+
+
+def test_remedy_rows_pair_with_the_realistic_lora():
+    realistic = [record("translate-train", "jav", 1, 70.0), record("translate-train", "sun", 1, 60.0),
+                 record("flare", "jav", 1, 72.0, train="gold", test="lexicon", fusion="add_relu")]
+    mixed = [record("flare", "jav", 1, 75.0, train="mix-lexicon", test="lexicon", fusion="add_relu"),
+             record("flare", "sun", 1, 66.0, train="mix-lexicon", test="lexicon", fusion="add_relu")]
+    gated = [record("flare", "jav", 1, 71.0, train="gold", test="lexicon", fusion="add_relu")]
+    lines = esr.remedy_section(realistic, mixed, gated)
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    delta = {name: cells[-1].removesuffix(" |") for name, cells in rows.items()}
+    assert delta["FLARE [train gold, test lexicon]"].startswith(f"{72.0 - 70.0:+.1f}")
+    mix = [75.0 - 70.0, 66.0 - 60.0]  # paired by language
+    assert delta["FLARE [train mix-lexicon, test lexicon]"].startswith(f"{statistics.mean(mix):+.1f} ± "
+                                                                      f"{half_width(mix):.1f}")
+    assert delta["FLARE, English gate [train gold, test lexicon]"].startswith(f"{71.0 - 70.0:+.1f}")
+    assert delta["FLARE, English gate [train lexicon, test lexicon]"] == esr.NOT_MEASURED
