@@ -33,7 +33,8 @@ def compare(study, time_budget_minutes: float = 0.0) -> Path:
     return run_compare(study, time_budget_minutes)
 
 
-def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu") -> dict:
+def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_relu", train_english: str = "gold",
+          test_english: str = "gold") -> dict:
     """Train and evaluate one run of a study (stage 1 is trained first if missing).
 
     Args:
@@ -42,21 +43,31 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
         language: the target language of the run.
         seed: the stage-2 seed.
         fusion: the fusion function of flare and flare-mt.
+        train_english: the English side the run trains with, for the methods that read one: gold, a
+            control (shuffled, self), noise10/30/50, lexicon (word-by-word MT) or a mix (mix-lexicon).
+        test_english: the English side the run is scored with (the same choices).
     """
+    from flare.mt.english_side import ENGLISH_SIDES
     from flare.study.methods import METHODS
     from flare.study.pipeline import Pipeline
     from flare.study.runs import Run
 
     if method not in METHODS:
         raise FlareError(f"train: unknown method {method!r}; choose from {', '.join(METHODS)}")
-    fused = METHODS[method].fused
+    for name, side in (("train_english", train_english), ("test_english", test_english)):
+        if side not in ENGLISH_SIDES:
+            raise FlareError(f"train: {name} {side!r} is not one of {', '.join(ENGLISH_SIDES)}")
+    chosen = METHODS[method]
+    train_side = train_english if chosen.english_in_training else None
+    test_side = test_english if chosen.english_at_test else None
     for values, value in (
-        (study.methods, method), (study.languages, language), (study.fusions, fusion if fused else None)
+        (study.methods, method), (study.languages, language), (study.fusions, fusion if chosen.fused else None),
+        (study.data.train_english, train_side), (study.data.test_english, test_side),
     ):
         if value is not None and value not in values:
             values.append(value)
-    pipeline = Pipeline(study)  # validates the study with this run's method, language and fusion
-    return pipeline.single(Run(method, fusion if fused else None, language, seed))
+    pipeline = Pipeline(study)  # validates the study with this run's method, language, fusion and sides
+    return pipeline.single(Run(method, fusion if chosen.fused else None, language, seed, train_side, test_side))
 
 
 def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str | None = None,

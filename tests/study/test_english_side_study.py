@@ -98,6 +98,32 @@ def test_a_study_grows_by_english_sides(tiny_encoder, tmp_path, data_dir):
     assert len(records) == 2
 
 
+def test_flare_train_takes_the_english_sides_of_its_run(tiny_encoder, tmp_path, data_dir, capsys):
+    out = tmp_path / "s"
+    config = tmp_path / "study.yaml"
+    data = {"data_dir": str(data_dir), "max_train": 16, "max_valid": 8, "max_test": 12, "max_length": 24}
+    stage = {"epochs": 1, "batch_size": 8, "learning_rate": 2e-3, "eval_batch_size": 16}
+    config.write_text(json.dumps({"task": "nusax", "model": str(tiny_encoder), "languages": ["jav"], "seeds": [1],
+                                  "methods": ["flare"], "output_dir": str(out), "data": data, "stage1": stage,
+                                  "stage2": stage}))
+    flare = ["train", str(config), "--method", "flare", "--language", "jav"]
+    assert main([*flare, "--train_english", "noise30", "--test_english", "shuffled"]) == 0, capsys.readouterr().err
+    # translate-train reads no English: the sides do not apply to it
+    assert main(["train", str(config), "--method", "translate-train", "--language", "jav",
+                 "--train_english", "noise30"]) == 0
+    capsys.readouterr()
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["train_english"], r["test_english"]) for r in records] == [
+        ("flare", "noise30", "shuffled"), ("translate-train", None, None)]
+    assert records[0]["run_id"] == "nusax/flare-add_relu+train-noise30/jav/seed1/test-shuffled"
+    # the same run as a study makes it: compare finds it recorded
+    assert main(["compare", str(config), "--data.train_english", "[noise30]", "--data.test_english", "[shuffled]",
+                 "--methods", "[flare]"]) == 0
+    assert "2 runs already recorded, 0 to go" in capsys.readouterr().out
+    assert main([*flare, "--train_english", "noise20"]) == 2
+    assert "train_english 'noise20' is not one of gold, shuffled" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
