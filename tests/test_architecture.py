@@ -103,7 +103,7 @@ def test_the_adapter_core_reaches_nothing_outside_it_but_shared_leaves():
 def test_the_adapter_core_imports_with_torch_and_peft_alone():
     # peft brings transformers and accelerate; what must not load is the rest of flare and its libraries
     code = (
-        "import sys\nimport flare.adapter.load, flare.adapter.collate\n"
+        "import sys\nimport flare.adapter.build, flare.adapter.collate\n"
         "loaded = sorted(m for m in sys.modules if m.startswith('flare') and not m.startswith('flare.adapter')"
         f" and m not in {SHARED_LEAVES!r})\n"
         "heavy = sorted(m for m in ('datasets', 'jsonargparse', 'sacrebleu', 'matplotlib') if m in sys.modules)\n"

@@ -10,8 +10,8 @@ _LAZY = {
     "FlareConfig": "flare.adapter.config",
     "FlareModel": "flare.adapter.model",
     "SourceCollator": "flare.adapter.collate",
-    "get_flare_model": "flare.adapter.model",
-    "load_flare_model": "flare.adapter.load",
+    "get_flare_model": "flare.adapter.build",
+    "load_flare_model": "flare.adapter.build",
 }
 
 __all__ = list(_LAZY)

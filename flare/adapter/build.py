@@ -1,0 +1,79 @@
+"""Building a FlareModel on a base model: a fresh adapter (get_flare_model) or a saved one
+(load_flare_model; io.py reads the files)."""
+
+from __future__ import annotations
+
+import os
+
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from torch import nn
+
+from flare.adapter.config import FlareConfig, default_fuse_modules
+from flare.adapter.io import load_onto
+from flare.adapter.model import FlareModel
+from flare.errors import FlareError, first_line
+
+
+def _linear_leaf_names(model: nn.Module) -> set[str]:
+    return {
+        name.rsplit(".", 1)[-1]
+        for name, module in model.named_modules()
+        if isinstance(module, nn.Linear) or type(module).__name__ == "Conv1D"
+    }
+
+
+def _matches(name: str, patterns: list[str]) -> bool:
+    return any(name == p or name.endswith("." + p) for p in patterns)
+
+
+def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter_name: str = "default") -> FlareModel:
+    """Add a fresh FLARE adapter (B = 0, so the output starts equal to the base model's)."""
+    config = config or FlareConfig()
+    if isinstance(model, (PeftModel, FlareModel)):
+        raise FlareError("model already carries a PEFT adapter; merge it (merge_and_unload) or pass the base model")
+    model_name = type(model).__name__
+    leaves = _linear_leaf_names(model)
+    fuse_names = config.fuse_modules or default_fuse_modules(leaves, model_name)
+    targets = config.target_modules if config.target_modules is not None else list(fuse_names)
+    module_names = [n for n, _ in model.named_modules()]
+    # PEFT only objects when no target matches at all; a typo in one name must not pass silently.
+    for setting, names in (
+        ("target_modules", targets if isinstance(targets, list) else []), ("fuse_modules", fuse_names)
+    ):
+        unknown = [p for p in names if not any(_matches(n, [p]) for n in module_names)]
+        if unknown:
+            raise FlareError(f"{setting} {unknown} match no module of {model_name}")
+    if isinstance(targets, list):
+        untargeted = [
+            f for f in fuse_names if not any(f == t or f.endswith("." + t) or t.endswith("." + f) for t in targets)
+        ]
+        if untargeted:
+            raise FlareError(
+                f"fuse_modules {untargeted} are not among target_modules {targets}; fused modules need LoRA"
+            )
+    lora = LoraConfig(
+        r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+        target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
+    )
+    try:
+        peft_model = get_peft_model(model, lora, adapter_name=adapter_name)
+    except ValueError as error:
+        raise FlareError(
+            f"target_modules {targets!r} match no module of {model_name}: {first_line(error)}"
+        ) from None
+    lora_layers = [n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)]
+    fused = [n for n in lora_layers if _matches(n, list(fuse_names))]
+    if not fused:
+        raise FlareError(f"fuse_modules {list(fuse_names)} match no LoRA-targeted module of {model_name}")
+    return FlareModel(peft_model, config, fused)
+
+
+def load_flare_model(
+    base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False, revision: str | None = None,
+    adapter_name: str | None = None,
+) -> FlareModel:
+    """Put a saved FLARE adapter (a folder, a Trainer checkpoint folder or a Hub model id) on
+    base_model (the same base it was trained on), under the name it was saved with unless
+    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable."""
+    return load_onto(FlareModel, base_model, directory, is_trainable, revision, adapter_name)
