@@ -217,6 +217,8 @@ COMMANDS = {
 }
 STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
 SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/seed of their own
+# a study's lists of runs: hidden from the help of the single-run commands, which take their own
+RUN_LISTS = ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english")
 
 
 def _parser():
@@ -241,7 +243,7 @@ def _parser():
                     action.help = f"{action.help.rstrip()} Range: {ranges[action.dest]}."
             sub.add_function_arguments(function, skip={"study"}, fail_untyped=False)
             for action in sub._actions:  # the lists of runs are the command's own arguments here
-                if name in SINGLE_RUN_COMMANDS and action.dest in ("languages", "methods", "fusions", "seeds"):
+                if name in SINGLE_RUN_COMMANDS and action.dest in RUN_LISTS:
                     action.help = argparse.SUPPRESS
         else:
             sub.add_function_arguments(function, fail_untyped=False, as_positional=name == "report")

@@ -35,6 +35,7 @@ def test_help_shows_one_sentence_per_command_and_parsed_arguments(capsys):
 def test_single_run_commands_hide_the_study_lists_and_show_choices(capsys):
     train = _help("train", capsys)
     assert "--languages" not in train and "--seeds" not in train and "--language LANGUAGE" in train
+    assert "--data.train_english" not in train and "--train_english TRAIN_ENGLISH" in train
     assert "the target language of the run" in train
     compare = _help("compare", capsys)
     assert "--languages" in compare and "{gold,machine,auto}" in compare and "Range: >= 1" in compare
