@@ -67,11 +67,11 @@ class FlareConfig:
             source_states come from another tokenizer: their real states are packed together,
             and on decoder-only models they always pair from the first token (left), so
             appending answer tokens never moves a pair.
-        english_gate: learn one scalar per fused module (starting at 1, plain FLARE) that scales how
-            much the English side changes the target's bottleneck: T + g (phi(S, T) - T). Meant
-            for a poor English side (machine translation), which training can then turn down.
-            Experimental: in the NusaX remedy study (BENCHMARKS.md) the gates stayed within 0.04
-            of 1 at the study's learning rate and gave no gain.
+        english_gate: learn one gate per fused module (starting at 1, plain FLARE) that scales how
+            much the English side changes the target's bottleneck: T + g (phi(S, T) - T), with
+            g = 1 + 64 theta so that it can move at LoRA learning rates. Meant for a poor English
+            side (machine translation), which training can then turn down. Experimental: see the
+            NusaX remedy study in BENCHMARKS.md.
         modules_to_save: extra modules trained in full and saved with the adapter (task heads).
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """

@@ -28,6 +28,8 @@ from flare.adapter.generation import check_cached_decoding, uses_cache
 from flare.adapter.pairing import pack, partners, row_extent
 from flare.errors import FlareError
 
+GATE_SCALE = 64.0  # a power of two: theta = -1/64 closes a gate exactly
+
 # Arguments that describe the target batch only; the English pass gets its own or none.
 _TARGET_ONLY = {
     "input_ids", "attention_mask", "inputs_embeds", "token_type_ids", "position_ids",
@@ -86,10 +88,12 @@ class FlareModel(PeftCitizen):
             )
             if module is not None:
                 self.fusion_modules[_key(name)] = module.to(**factory)
-        # english_gate: a learned scalar per fused module scales the English side's change to the
-        # target's bottleneck (1 at the start: plain FLARE), so training can turn a poor English down
+        # english_gate: per fused module a learned g = 1 + GATE_SCALE * theta (theta starts at 0: plain
+        # FLARE) scales the English side's change to the target's bottleneck, so training can turn a
+        # poor English down. Adam moves theta by about the learning rate per step; the scale lets g
+        # travel from 1 to 0 within a few dozen steps at LoRA learning rates (unscaled, it moved 0.03).
         self.english_gates = nn.ParameterDict(
-            {_key(name): nn.Parameter(torch.ones((), **factory)) for name in self.fused_modules}
+            {_key(name): nn.Parameter(torch.zeros((), **factory)) for name in self.fused_modules}
             if config.english_gate else {}
         )
         self.source_projection = None
@@ -284,7 +288,8 @@ class FlareModel(PeftCitizen):
             source_keys = _repeat_rows(side.mask, batch)
         fused = fuse(fusion, bottleneck, target, index, target_keys, source_keys, self._decoder_only, module)
         if self.english_gates:
-            fused = target + self.english_gates[_key(name)].to(target.dtype) * (fused - target)
+            gate = 1 + GATE_SCALE * self.english_gates[_key(name)].to(target.dtype)
+            fused = target + gate * (fused - target)
         return torch.where(valid[..., None], fused, target)
 
     def _bottleneck(

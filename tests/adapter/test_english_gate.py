@@ -1,4 +1,4 @@
-"""english_gate: a learned scalar per fused module that scales the English side's change to the
+"""english_gate: a learned gate per fused module that scales the English side's change to the
 target's bottleneck. At 1 it is FLARE, at 0 it is PEFT LoRA exactly; it trains, saves and loads."""
 
 import copy
@@ -8,6 +8,7 @@ import torch
 
 import tiny_models as tiny
 from flare import FlareConfig, get_flare_model, load_flare_model
+from flare.adapter.model import GATE_SCALE
 
 
 def _model(gate: bool, fusion: str = "add_relu", seed: int = 0):
@@ -28,11 +29,11 @@ def _logits(model, english: bool = True):
 def test_a_gate_at_one_is_flare_and_at_zero_is_lora(fusion):
     gated, plain = _model(True, fusion), _model(False, fusion)
     gated.load_state_dict(plain.state_dict(), strict=False)  # the same LoRA (and fusion) weights
-    assert set(gated.english_gates) and all(float(g) == 1.0 for g in gated.english_gates.values())
+    assert set(gated.english_gates) and all(float(theta) == 0.0 for theta in gated.english_gates.values())
     torch.testing.assert_close(_logits(gated), _logits(plain), rtol=1e-5, atol=1e-5)
     with torch.no_grad():
-        for gate in gated.english_gates.values():
-            gate.zero_()
+        for theta in gated.english_gates.values():
+            theta.fill_(-1 / GATE_SCALE)  # g = 1 + 64 * (-1/64) = 0 exactly
     assert torch.equal(_logits(gated), _logits(plain, english=False))  # bit for bit: t + 0 * (f - t) = t
     assert not torch.allclose(_logits(plain), _logits(plain, english=False))
 
