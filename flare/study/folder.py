@@ -37,6 +37,21 @@ def _recorded_as_study(output_dir: str | Path) -> Study | None:
         raise FlareError(f"{Path(output_dir) / 'study.yaml'}: {error}") from None
 
 
+def stage1_dir(output_dir: str | Path) -> Path:
+    """Where a study folder keeps its merged stage-1 model."""
+    return Path(output_dir) / "stage1" / "model"
+
+
+def stage1_done(study: Study) -> bool:
+    """Whether stage 2 can start: `stage1_model` is given, or the folder holds its own."""
+    return bool(study.stage1_model) or (stage1_dir(study.output_dir) / "config.json").is_file()
+
+
+def stage1_source(study: Study) -> str:
+    """The English task model stage 2 starts from: `stage1_model`, else the folder's own."""
+    return study.stage1_model or str(stage1_dir(study.output_dir))
+
+
 def folder_variant(study: Study) -> str | None:
     """The stage-2 sweep point that `study`'s runs belong to in its output folder: the stage-2
     settings that differ from the folder's study.yaml (None: the folder's own settings)."""
@@ -66,7 +81,7 @@ def check_writable(output_dir: Path) -> None:
         raise FlareError(f"output_dir: cannot create {output_dir} ({existing} is not a writable folder)")
 
 
-def create(output_dir: Path) -> None:
+def create_output_dir(output_dir: Path) -> None:
     try:
         output_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:

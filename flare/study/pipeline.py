@@ -31,9 +31,17 @@ from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
 from flare.hf.scoring import evaluate_items, predict_items, score
 from flare.mt.english_side import english_examples
-from flare.study import folder as study_folder
 from flare.study.data import StudyData
-from flare.study.folder import append_record, check_same_settings, folder_variant
+from flare.study.folder import (
+    append_record,
+    check_same_settings,
+    create_output_dir,
+    folder_variant,
+    record_settings,
+    stage1_dir,
+    stage1_done,
+    stage1_source,
+)
 from flare.study.methods import METHODS
 from flare.study.preflight import check_plan
 from flare.study.runs import Run, plan
@@ -65,16 +73,13 @@ class Pipeline:
         self.results_path = self.out / "results.jsonl"
         self.data = StudyData(study, self.task, self.out)
 
-
     # ----------------------------------------------------------------- stages
 
     def stage1(self) -> Path | str:
         """Fine-tune LoRA on English task data and merge it; reused when already done, or given."""
-        if self.study.stage1_model:
-            return self.study.stage1_model
-        model_dir = self.out / "stage1" / "model"
-        if (model_dir / "config.json").is_file():
-            return model_dir
+        if stage1_done(self.study):
+            return stage1_source(self.study)
+        model_dir = stage1_dir(self.out)
         backbone, tokenizer, family = load_backbone(
             self.study.model, self.task, seed=self.study.seeds[0], placement=self.placement, family=self.study.family
         )
@@ -186,10 +191,10 @@ class Pipeline:
         run = replace(run, variant=folder_variant(self.study))
         check_plan(self.study, self.task, self.data, [run], trains=adapter is None, test_split=test_file is None)
         test_pairs = None if test_file is None else self.data.test_file(test_file, run)
-        study_folder.create(self.out)
+        create_output_dir(self.out)
         with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
             check_same_settings(self.study)  # another command may have recorded other settings meanwhile
-            study_folder.record_settings(self.study, self.placement.describe())
+            record_settings(self.study, self.placement.describe())
             result = self.run(run, self.stage1(), adapter, test_pairs)
             if test_file is not None:
                 result["test_file"] = str(test_file)
@@ -205,7 +210,7 @@ class Pipeline:
             check_plan(self.study, self.task, self.data, todo)
         else:  # nothing left to run, yet the report must not claim settings the runs were not made with
             check_same_settings(self.study)
-        study_folder.create(self.out)
+        create_output_dir(self.out)
         with folder_lock(self.out, "flare compare"):
             return self._compare_locked(time_budget_minutes)
 
@@ -213,7 +218,7 @@ class Pipeline:
         deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
         check_same_settings(self.study)  # another command may have recorded other settings meanwhile
         done, todo = self._todo()  # ...or recorded runs
-        study_folder.record_settings(self.study, self.placement.describe())
+        record_settings(self.study, self.placement.describe())
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
             stage1_dir = self.stage1()

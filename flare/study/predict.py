@@ -14,7 +14,7 @@ from flare.hf.device import dtype_name, resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
-from flare.study.folder import folder_variant
+from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
 from flare.study.methods import METHODS, reads_english
 from flare.study.runs import Run
 from flare.study.settings import Study
@@ -71,9 +71,10 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
         raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(METHODS)}")
     view, trains = METHODS[method].view, METHODS[method].trains
     out = Path(study.output_dir)
-    stage1 = study.stage1_model or out / "stage1" / "model"
-    if not study.stage1_model and not (stage1 / "config.json").is_file():
-        raise FlareError(f"predict: no stage-1 model in {stage1}; run `flare compare` or `flare train` first")
+    if not stage1_done(study):
+        raise FlareError(
+            f"predict: no stage-1 model in {stage1_dir(out)}; run `flare compare` or `flare train` first"
+        )
     if english is not None and len(english) != len(texts):
         raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")
     targets = [_example(task, t, language, i) for i, t in enumerate(texts)]  # bad inputs fail before any loading
@@ -94,7 +95,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     adapter = run.folder(out) / "adapter"
     if trains:
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
-    backbone, tokenizer, family = load_backbone(str(stage1), task, placement=placement, family=study.family)
+    backbone, tokenizer, family = load_backbone(stage1_source(study), task, placement=placement, family=study.family)
     model = backbone
     if trains:
         try:
@@ -123,7 +124,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     formatter = PairFormatter(task, tokenizer, family, view, FormatSettings(max_length=study.data.max_length))
     distributions: dict[str, list[float]] = {}
     predictions = predict_items(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False,
-                          probabilities=distributions)
+                                probabilities=distributions)
     ids = [str(i) for i in range(len(texts))]
     if details is not None:
         for number, i in enumerate(ids):

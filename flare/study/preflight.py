@@ -10,20 +10,11 @@ from flare.hf.checks import check_model
 from flare.hf.formats import input_length
 from flare.mt.translate import check_mt_model
 from flare.study.data import StudyData
-from flare.study.folder import check_same_settings, check_writable
+from flare.study.folder import check_same_settings, check_writable, stage1_done, stage1_source
 from flare.study.methods import METHODS
 from flare.study.runs import Run
 from flare.study.settings import Study
 from flare.study.training import check_checkpoint
-
-
-def stage1_source(study: Study) -> str:
-    """The English task model stage 2 starts from: `stage1_model`, else the folder's own."""
-    return study.stage1_model or str(Path(study.output_dir) / "stage1" / "model")
-
-
-def stage1_done(study: Study) -> bool:
-    return bool(study.stage1_model) or (Path(study.output_dir) / "stage1" / "model" / "config.json").is_file()
 
 
 def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], trains: bool = True,

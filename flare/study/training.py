@@ -33,8 +33,8 @@ from flare.hf.device import autocast, autocast_dtype, model_device
 from flare.study.settings import StageSettings, trackers
 
 # The resume checkpoint's files (written at each epoch's end, read by a rerun and checked by the plan)
-STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE = (
-    "state.json", "trainable.safetensors", "optimizer.safetensors", "rng.safetensors"
+STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE, BEST_FILE = (
+    "state.json", "trainable.safetensors", "optimizer.safetensors", "rng.safetensors", "best.safetensors"
 )
 
 Evaluate = Callable[[torch.nn.Module], float]
@@ -140,7 +140,7 @@ def fit(
             weights = load_file(checkpoint / TRAINABLE_FILE)
             optimizer_state = load_file(checkpoint / OPTIMIZER_FILE)
             rng = load_file(checkpoint / RNG_FILE)["cpu"]
-            best = load_file(checkpoint / "best.safetensors") if (checkpoint / "best.safetensors").is_file() else {}
+            best = load_file(checkpoint / BEST_FILE) if (checkpoint / BEST_FILE).is_file() else {}
             with torch.no_grad():
                 for name, param in _trainable(accelerator.unwrap_model(model)).items():
                     param.copy_(weights[name])
@@ -256,7 +256,6 @@ class _Loggers:
             tracker.finish()
 
 
-
 def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
     with atomic_dir(directory) as staging:
         save_file(
@@ -265,7 +264,7 @@ def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, 
         save_file(_optimizer_tensors(optimizer, names), staging / OPTIMIZER_FILE)
         save_file({"cpu": torch.get_rng_state()}, staging / RNG_FILE)
         if best:
-            save_file(best, staging / "best.safetensors")
+            save_file(best, staging / BEST_FILE)
         (staging / STATE_FILE).write_text(json.dumps(state, indent=2))
 
 
