@@ -125,14 +125,14 @@ ENGLISH_PREFIX = "english_"
 
 def pairs_from_file(
     task: Task, path: str | Path, language: str, needs_english: bool,
-    translate: Callable[[list[str]], list[str]] | None = None,
+    translate: Callable[[list[list[str]]], list[list[str]]] | None = None,
 ) -> list[Pair]:
     """A user's own labelled test file (`flare evaluate --test`): CSV, TSV or JSONL with the task's
     text columns (its field names, or a custom task's `columns`), `label` (classification) or
     `answers` (QA, SQuAD-style JSON), an optional `id`, and the English side in `english_<column>`.
-    Without English columns, a method that reads English gets them from `translate` (a list of
-    texts -> their English, called per column once every row is valid), else the file is refused;
-    other methods never read that side."""
+    Without English columns, a method that reads English gets them from `translate` (one column of
+    texts per text field -> their English, called once every row is valid), else the file is
+    refused; other methods never read that side."""
     rows, columns = read_records(Path(path))
     if not rows:
         raise FlareError(f"{path}: no rows")
@@ -164,7 +164,7 @@ def pairs_from_file(
     except FlareError as error:
         raise FlareError(f"{path}: {error}") from None
     if stand_in and needs_english:
-        translated = {f: translate([p.target.fields[f] for p in pairs]) for f in text}
+        translated = dict(zip(text, translate([[p.target.fields[f] for p in pairs] for f in text])))
         pairs = [
             replace(pair, source=replace(pair.source, fields={
                 f: require_text(translated[f][number], f"{path}: row {number + 1}, English translation of", f)

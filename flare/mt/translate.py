@@ -28,7 +28,7 @@ from flare.errors import FlareError, first_line
 from flare.files import write_atomically
 from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.cache import TranslationCache
-from flare.mt.languages import flores_codes, m2m100_tag
+from flare.mt.languages import flores_code, flores_codes, m2m100_tag
 from flare.mt.projection import DROP_ANSWER_NOT_IN_CONTEXT, MARKER, mark_answer, unmark_answer
 
 TRANSLATABLE_FIELDS = ("premise", "hypothesis", "text", "question", "context")
@@ -183,6 +183,23 @@ class TranslationStats:
     unique_texts: int = 0
     from_cache: int = 0
     translated: int = 0
+
+
+def translate_columns(
+    columns: Sequence[Sequence[str]], *, src_lang: str, tgt_lang: str, mt_model: str, cache_dir: Path,
+    device: str = "auto", dtype: str = "auto", language_map: Mapping[str, str] | None = None,
+) -> list[list[str]]:
+    """Columns of texts (e.g. one per task field) translated on the fly with one load of an
+    NLLB/M2M100 model, on `device` in `dtype`, through the translation cache in `cache_dir` (as
+    `flare translate` caches). Languages are project or FLORES codes (`language_map` as there)."""
+    settings = DecodingSettings(dtype=dtype_name(resolve_placement(device, dtype).dtype))
+    translator = Seq2SeqTranslator(mt_model, settings, device)
+    cache = TranslationCache(cache_dir / "translation_cache.sqlite")
+    src, tgt = flores_code(src_lang, language_map), flores_code(tgt_lang, language_map)
+    return [
+        translate_texts(list(column), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
+        for column in columns
+    ]
 
 
 def translate_texts(

@@ -14,8 +14,8 @@ from flare.errors import FlareError
 from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.encoder import MTEncoder, precompute_encoder_states
 from flare.mt.english_side import english_side
+from flare.mt.translate import translate_columns
 from flare.study.methods import reads_english
-from flare.study.predict import english_side as machine_english
 from flare.study.runs import Run
 from flare.study.settings import Study
 
@@ -73,9 +73,12 @@ class StudyData:
         study = self.study
         translate = None
         if study.mt_model:
-            def translate(texts: list[str]) -> list[str]:
-                return machine_english(texts, run.language, self.task.source_language, study.mt_model,
-                                       self.out / "translations", study.device, study.dtype, study.language_map)
+            def translate(columns: list[list[str]]) -> list[list[str]]:
+                return translate_columns(
+                    columns, src_lang=run.language, tgt_lang=self.task.source_language, mt_model=study.mt_model,
+                    cache_dir=self.out / "translations", device=study.device, dtype=study.dtype,
+                    language_map=study.language_map,
+                )
 
         pairs = pairs_from_file(self.task, path, run.language, reads_english(run.method), translate)
         return self._limit(pairs, self.settings.max_test)

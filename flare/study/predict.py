@@ -10,10 +10,11 @@ from flare.adapter.io import check_adapter_dir
 from flare.data.examples import Example, Pair, require_text, visible
 from flare.data.tasks import get_task
 from flare.errors import FlareError
-from flare.hf.device import dtype_name, resolve_placement
+from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
+from flare.mt.translate import translate_columns
 from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
 from flare.study.methods import METHODS, reads_english
 from flare.study.runs import Run
@@ -34,27 +35,21 @@ def _example(task, text: str, language: str, number: int) -> Example:
     )
 
 
-def english_side(texts: list[str], language: str, source_language: str, mt_model: str, cache_dir: Path,
-                 device: str = "auto", dtype: str = "auto", language_map: dict[str, str] | None = None) -> list[str]:
-    """Translate target-language inputs into English on the fly (cached like `flare translate`),
-    with the MT model on the study's device in its dtype. Tab-separated fields are translated one by one."""
-    from flare.mt.cache import TranslationCache
-    from flare.mt.languages import flores_code
-    from flare.mt.translate import DecodingSettings, Seq2SeqTranslator, translate_texts
-
+def _machine_english(study: Study, texts: list[str], language: str, source_language: str) -> list[str]:
+    """The inputs translated into English on the fly with study.mt_model (cached like `flare
+    translate`); tab-separated fields are translated one by one."""
     columns = list(zip(*(t.split("\t") for t in texts)))
-    settings = DecodingSettings(dtype=dtype_name(resolve_placement(device, dtype).dtype))
-    translator = Seq2SeqTranslator(mt_model, settings, device)
-    cache = TranslationCache(cache_dir / "translation_cache.sqlite")
-    src, tgt = flores_code(language, language_map), flores_code(source_language, language_map)
-    translated = [
-        translate_texts(list(c), src=src, tgt=tgt, translator=translator, cache=cache, show_progress=False)
-        for c in columns
-    ]
+    translated = translate_columns(
+        columns, src_lang=language, tgt_lang=source_language, mt_model=study.mt_model,
+        cache_dir=Path(study.output_dir) / "translations", device=study.device, dtype=study.dtype,
+        language_map=study.language_map,
+    )
     rows = list(zip(*translated))
     for number, fields in enumerate(rows):
         if not all(visible(f) for f in fields):
-            raise FlareError(f"predict: {mt_model} translated input {number} to empty text; pass --english instead")
+            raise FlareError(
+                f"predict: {study.mt_model} translated input {number} to empty text; pass --english instead"
+            )
     return ["\t".join(fields) for fields in rows]
 
 
@@ -84,10 +79,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
             raise FlareError(
                 f"predict: {method} needs the English side: pass --english, or set mt_model to translate on the fly"
             )
-        english = english_side(
-            texts, language, task.source_language, study.mt_model, out / "translations", study.device, study.dtype,
-            study.language_map,
-        )
+        english = _machine_english(study, texts, language, task.source_language)
     if METHODS[method].mt_states and not study.mt_model:
         raise FlareError("predict: flare-mt needs mt_model (its encoder states feed the adapter)")
     run = Run(method, fusion if METHODS[method].fused else None, language, seed,
