@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 
 from flare.adapter.config import CROSS_ATTENTION_QUERIES, FUSIONS, FlareConfig
 from flare.errors import FlareError
+from flare.hf.backbone import Family
 from flare.mt.english_side import ENGLISH_SIDES
 from flare.setting_types import Range, check_type, fields_of, from_dict
 from flare.study.methods import FUSED, METHOD_NAMES, METHODS
@@ -178,7 +179,7 @@ class Study:
     mt_model: str | None = None
     language_map: dict[str, str] = field(default_factory=dict)
     stage1_model: str | None = None
-    family: Literal["encoder", "decoder", "encoder-decoder"] | None = None
+    family: Family | None = None
     load_in_4bit: bool = False
     device: str = "auto"
     dtype: str = "auto"
