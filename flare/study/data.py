@@ -15,7 +15,7 @@ from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.encoder import MTEncoder, precompute_encoder_states
 from flare.mt.english_side import english_side
 from flare.mt.translate import translate_columns
-from flare.study.methods import reads_english
+from flare.study.methods import METHODS
 from flare.study.runs import Run
 from flare.study.settings import Study
 
@@ -80,7 +80,7 @@ class StudyData:
                     language_map=study.language_map,
                 )
 
-        pairs = pairs_from_file(self.task, path, run.language, reads_english(run.method), translate)
+        pairs = pairs_from_file(self.task, path, run.language, METHODS[run.method].english_at_test, translate)
         return self._limit(pairs, self.settings.max_test)
 
     def mt_inputs(self, language: str, items: list) -> tuple[Callable[[list], dict], int]:

@@ -66,11 +66,6 @@ FUSED = tuple(name for name in METHOD_NAMES if METHODS[name].fused)
 BASELINE = "translate-train"  # the reference row of paired differences
 
 
-def reads_english(method: str) -> bool:
-    """Whether the method's inputs hold an English side (to be given or translated)."""
-    return METHODS[method].view in ("source", "input_fusion", "flare")
-
-
 def table_rank(method: str) -> int:
     """A method's row position in reports; unknown methods (e.g. from older records) come last."""
     return METHOD_NAMES.index(method) if method in METHODS else len(METHOD_NAMES)

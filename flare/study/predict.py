@@ -16,7 +16,7 @@ from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
 from flare.mt.translate import translate_columns
 from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
-from flare.study.methods import METHODS, reads_english
+from flare.study.methods import METHODS
 from flare.study.runs import Run
 from flare.study.settings import Study
 
@@ -73,7 +73,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     if english is not None and len(english) != len(texts):
         raise FlareError(f"predict: {len(texts)} inputs but {len(english)} English translations")
     targets = [_example(task, t, language, i) for i, t in enumerate(texts)]  # bad inputs fail before any loading
-    needs_english = reads_english(method)
+    needs_english = METHODS[method].english_at_test
     if needs_english and english is None:
         if not study.mt_model:
             raise FlareError(
