@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from flare.errors import FlareError  # noqa: E402
 from flare.files import write_atomically  # noqa: E402
+from flare.study.methods import BASELINE as BASELINE_METHOD  # noqa: E402
 from flare.study.methods import METHODS  # noqa: E402
 from flare.study.report import load_results  # noqa: E402
 from flare.study.stats import seed_stat, t_quantile_975  # noqa: E402
@@ -43,7 +44,7 @@ NOT_MEASURED = "not measured"
 CONTROL_SIDES = ("gold", "shuffled", "self")
 REALISTIC_SIDES = ("gold", "lexicon", "noise10", "noise30", "noise50")
 STUDY_LANGUAGES = ("ace", "bbc", "jav", "nij", "sun")  # both studies' languages: chrF is computed for all
-BASELINE = ("translate-train", None, None, None)  # translate-train (LoRA): reads no English side
+BASELINE = (BASELINE_METHOD, None, None, None)  # translate-train (LoRA): reads no English side
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "english-sides"
 
 Key = tuple  # (method, fusion, train side, test side); a side is None where the method reads none
