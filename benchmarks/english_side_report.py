@@ -11,12 +11,14 @@ benchmarks/results/english-sides/). The studies may be partial: every cell says 
 and languages (l) it has, and a cell without runs says "not measured".
 
 Statistics. A language cell is the mean over its seeds, ± the half width of a 95% t interval
-(flare.study.stats) when it has >= 2 seeds. An "avg" cell is, per seed, the mean over the languages that
-seed has, then the mean ± 95% t half width over seeds; "*" marks seeds that do not cover the same
-languages. A margin (Δ) pairs runs by (language, seed) present in both methods and summarises the
-differences the same way; with a single seed, the interval is over languages, as in
-flare.study.report.paired_difference, to which it is equal when every seed has every language (that
-function needs complete seeds, so it does not fit partial studies).
+(flare.study.stats) when it has >= 2 seeds. An "avg" cell is, per seed, the mean over the languages,
+then the mean ± 95% t half width over seeds, when every seed has the same languages. When they do not
+(marked "*", e.g. three seeds of one language and one seed of four others), each language is first
+averaged over its own seeds and the cell is the mean ± 95% t half width over languages, so that no
+language weighs more for having more seeds. A margin (Δ) pairs runs by (language, seed) present in both
+methods and summarises the differences the same way; with a single seed, the interval is over
+languages, as in flare.study.report.paired_difference, to which it is equal when every seed has every
+language (that function needs complete seeds, so it does not fit partial studies).
 """
 
 from __future__ import annotations
@@ -55,14 +57,16 @@ Values = dict  # (language, seed) -> score
 class Cell:
     mean: float
     half: float | None  # 95% t half width; None with a single unit
-    seeds: int
+    seeds: int  # the most seeds any language has
     languages: tuple[str, ...]
-    uneven: bool = False  # the seeds do not cover the same languages
+    uneven: bool = False  # the seeds do not cover the same languages: the units are languages
+    fewest_seeds: int | None = None  # with uneven seeds, the fewest any language has
 
     def format(self, signed: bool = False, count_languages: bool = True) -> str:
         number = f"{self.mean:+.1f}" if signed else f"{self.mean:.1f}"
         spread = "" if self.half is None else f" ± {self.half:.1f}"
-        count = f"{self.seeds}s/{len(self.languages)}l" if count_languages else f"{self.seeds}s"
+        seeds = f"{self.fewest_seeds}-{self.seeds}" if self.fewest_seeds not in (None, self.seeds) else self.seeds
+        count = f"{seeds}s/{len(self.languages)}l" if count_languages else f"{seeds}s"
         return f"{number}{spread} ({count}{'*' if self.uneven else ''})"
 
 
@@ -106,17 +110,22 @@ def language_cell(values: Values, language: str) -> Cell | None:
 
 
 def average(values: Values, language_interval: bool = False) -> Cell | None:
-    """Per seed the mean over that seed's languages, then the mean and 95% t interval over seeds. With
-    one seed and ``language_interval``, the interval is over languages (used for differences)."""
+    """Per seed the mean over the languages, then the mean and 95% t interval over seeds. With one seed
+    and ``language_interval``, the interval is over languages (used for differences). When the seeds
+    cover different languages, the units are languages, each the mean over its own seeds."""
     if not values:
         return None
     seeds = sorted({seed for _, seed in values})
     languages = list(dict.fromkeys(lang for lang, _ in sorted(values, key=lambda k: (k[1], k[0]))))
-    per_seed = {s: [v for (_, seed), v in values.items() if seed == s] for s in seeds}
-    uneven = len({frozenset(lang for lang, seed in values if seed == s) for s in seeds}) > 1
+    if len({frozenset(lang for lang, seed in values if seed == s) for s in seeds}) > 1:
+        per_language = {lang: [v for (other, _), v in values.items() if other == lang] for lang in languages}
+        counts = [len(v) for v in per_language.values()]
+        cell = _t_cell([math.fsum(v) / len(v) for v in per_language.values()], max(counts), languages, True)
+        return Cell(cell.mean, cell.half, cell.seeds, cell.languages, True, min(counts))
     if len(seeds) == 1 and language_interval:
         return _t_cell([values[(lang, seeds[0])] for lang in languages], 1, languages)
-    return _t_cell([math.fsum(v) / len(v) for v in per_seed.values()], len(seeds), languages, uneven)
+    per_seed = [[v for (_, seed), v in values.items() if seed == s] for s in seeds]
+    return _t_cell([math.fsum(v) / len(v) for v in per_seed], len(seeds), languages)
 
 
 def matched(a: Values, b: Values) -> Values:
@@ -167,7 +176,8 @@ def controls_section(records: Sequence[Mapping]) -> list[str]:
     return ["## Controls: same extra compute, no English information", "",
             *_table(["method [English sides]", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
             "Cells: mean ± 95% t half width over seeds (Ns/Ml: N seeds, M languages; * seeds cover different "
-            "languages). Δ: paired by (language, seed) present in both rows; with one seed its ± is over languages."]
+            "languages: mean of the per-language means, ± over languages). Δ: paired by (language, seed) "
+            "present in both rows; with one seed its ± is over languages."]
 
 
 def realistic_sides(records: Sequence[Mapping]) -> list[str]:
@@ -195,10 +205,46 @@ def realistic_section(records: Sequence[Mapping]) -> list[str]:
         ["score", *(_fmt(average(v or {})) for v in tt)],
         ["margin over translate-train (LoRA)", *(_fmt(difference(v, base), signed=True) for v in tt)]]), "",
         "Cells: average over languages and seeds ± 95% t half width over seeds (Ns/Ml: N seeds, M languages; "
-        "* seeds cover different languages). Margins: paired by (language, seed) present in both; with one seed "
-        "their ± is over languages. The realistic "
+        "* seeds cover different languages: mean of the per-language means, ± over languages). Margins: "
+        "paired by (language, seed) present in both; with one seed their ± is over languages. The realistic "
         "cells are those whose test side is not gold."]
     return lines
+
+
+HEADLINE = (  # (study, row, what it answers); FLARE rows use the studies' first fusion
+    ("controls", ("flare", "add_relu", "gold", "gold"), "FLARE, gold English (the oracle)"),
+    ("controls", ("flare", "add_relu", "shuffled", "shuffled"), "FLARE, another example's English"),
+    ("controls", ("flare", "add_relu", "self", "self"), "FLARE, the target sentence as English"),
+    ("controls", ("translate-train+english", None, "gold", None), "LoRA + the English as extra examples"),
+    ("realistic", ("flare", "add_relu", "gold", "lexicon"), "FLARE, train gold, test lexicon MT"),
+    ("realistic", ("flare", "add_relu", "lexicon", "lexicon"), "FLARE, lexicon MT at train and test"),
+    ("realistic", ("input-fusion", None, "lexicon", "lexicon"), "input fusion, lexicon MT at train and test"),
+    ("realistic", ("translate-test", None, None, "gold"), "translate-test, gold English"),
+    ("realistic", ("translate-test", None, None, "lexicon"), "translate-test, lexicon MT"),
+)
+
+
+def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
+    """Per language, the margin over translate-train (LoRA) of the same study of the rows that answer
+    the issue's two questions: is the gain the English information, and how much survives MT."""
+    rows = {study: by_row(records) for study, records in studies.items()}
+    fusion = _fusions([r for records in studies.values() for r in records])[0]
+    languages = list(dict.fromkeys(lang for records in studies.values() for lang in _languages(records)))
+    lora = {study: found.get(BASELINE) for study, found in rows.items()}
+    body = []
+    for study, key, label in HEADLINE:
+        key = (key[0], fusion, *key[2:]) if key[0] == "flare" else key
+        base, values = lora.get(study) or {}, rows.get(study, {}).get(key)
+        cells = [_fmt(difference({k: v for k, v in (values or {}).items() if k[0] == lang}, base), signed=True,
+                      count_languages=False) for lang in languages]
+        body.append([label, study, *cells, _fmt(difference(values, base), signed=True)])
+    body.append(["translate-train (LoRA) itself, score", "realistic",
+                 *(_fmt(language_cell(lora.get("realistic") or {}, lang), count_languages=False) for lang in languages),
+                 _fmt(average(lora.get("realistic") or {}))])
+    return ["## Headline: margin over translate-train (LoRA), per language", "",
+            *_table(["run", "study", *languages, "avg"], body, text=2), "",
+            "Each margin is paired with the LoRA of the same study, language and seed; per language, mean ± 95% t "
+            "half width over its seeds; avg as in the tables below."]
 
 
 def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated: Sequence[Mapping],
@@ -364,6 +410,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     lines = ["# Where does FLARE's gain come from? English-side controls and realistic sides (issue 18)", "",
              f"- {controls_note}", f"- {realistic_note}", f"- {mixed_note}", f"- {gated_note}",
              *(f"- {note}" for note in chrf_notes), "",
+             *headline_section({"controls": controls, "realistic": realistic}), "",
              *controls_section(controls), "", *realistic_section(realistic), "",
              *remedy_section(realistic, mixed, gated), "", *points_section(points), "",
              *wall_time_section(studies), ""]

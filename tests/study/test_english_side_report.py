@@ -59,10 +59,13 @@ def test_cells_average_over_seeds_then_languages():
     one = esr.language_cell({("ace", 1): 70.0}, "ace")
     assert one.half is None and one.format() == "70.0 (1s/1l)"
     assert esr.language_cell(values, "jav") is None
-    # seeds with different languages: each seed is averaged over its own languages, and flagged
-    uneven = esr.average({("ace", 1): 70.0, ("bbc", 1): 60.0, ("ace", 2): 80.0})
-    assert uneven.mean == pytest.approx(((70.0 + 60.0) / 2 + 80.0) / 2) and uneven.uneven
-    assert uneven.format().endswith("(2s/2l*)")
+    # seeds with different languages: each language is averaged over its own seeds, the interval is
+    # over languages (ace's three seeds do not make it weigh three times bbc's one), and flagged
+    uneven = esr.average({("ace", 1): 70.0, ("bbc", 1): 60.0, ("ace", 2): 80.0, ("ace", 3): 84.5})
+    per_language = [(70.0 + 80.0 + 84.5) / 3, 60.0]
+    assert uneven.mean == pytest.approx(statistics.mean(per_language)) and uneven.uneven
+    assert uneven.half == pytest.approx(half_width(per_language))
+    assert uneven.format().endswith("(1-3s/2l*)")
 
 
 def test_paired_difference_uses_only_matched_language_seed_pairs():
@@ -142,3 +145,24 @@ def test_remedy_rows_pair_with_the_realistic_lora():
                                                                       f"{half_width(mix):.1f}")
     assert delta["FLARE, English gate [train gold, test lexicon]"].startswith(f"{71.0 - 70.0:+.1f}")
     assert delta["FLARE, English gate [train lexicon, test lexicon]"] == esr.NOT_MEASURED
+
+
+def test_headline_pairs_each_language_with_its_own_study_lora():
+    controls = [record("translate-train", "ace", 1, 70.0), record("translate-train", "ace", 2, 74.0),
+                record("translate-train", "jav", 1, 60.0),
+                record("flare", "ace", 1, 80.0, "gold", "gold", "add_relu"),
+                record("flare", "ace", 2, 83.0, "gold", "gold", "add_relu"),
+                record("flare", "jav", 1, 66.0, "gold", "gold", "add_relu")]
+    realistic = [record("translate-train", "ace", 1, 71.0), record("translate-test", "ace", 1, 65.0, test="lexicon")]
+    lines = esr.headline_section({"controls": controls, "realistic": realistic})
+    rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in lines if line.startswith("| ")}
+    gold = rows["FLARE, gold English (the oracle)"]
+    ace = [80.0 - 70.0, 83.0 - 74.0]
+    assert gold[2] == f"{statistics.mean(ace):+.1f} ± {half_width(ace):.1f} (2s)"
+    assert gold[3] == f"{66.0 - 60.0:+.1f} (1s)"
+    # uneven seeds: the average is over the two languages, each the mean of its own seeds
+    per_language = [statistics.mean(ace), 66.0 - 60.0]
+    assert gold[4].startswith(f"{statistics.mean(per_language):+.1f} ± {half_width(per_language):.1f} (1-2s/2l*)")
+    # the realistic rows pair with the realistic study's LoRA, not the controls'
+    assert rows["translate-test, lexicon MT"][2] == f"{65.0 - 71.0:+.1f} (1s)"
+    assert rows["translate-test, lexicon MT"][3] == "not measured"
