@@ -24,6 +24,7 @@ language (that function needs complete seeds, so it does not fit partial studies
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import math
@@ -121,7 +122,7 @@ def average(values: Values, language_interval: bool = False) -> Cell | None:
         per_language = {lang: [v for (other, _), v in values.items() if other == lang] for lang in languages}
         counts = [len(v) for v in per_language.values()]
         cell = _t_cell([math.fsum(v) / len(v) for v in per_language.values()], max(counts), languages, True)
-        return Cell(cell.mean, cell.half, cell.seeds, cell.languages, True, min(counts))
+        return dataclasses.replace(cell, fewest_seeds=min(counts))
     if len(seeds) == 1 and language_interval:
         return _t_cell([values[(lang, seeds[0])] for lang in languages], 1, languages)
     per_seed = [[v for (_, seed), v in values.items() if seed == s] for s in seeds]
@@ -211,13 +212,13 @@ def realistic_section(records: Sequence[Mapping]) -> list[str]:
     return lines
 
 
-HEADLINE = (  # (study, row, what it answers); FLARE rows use the studies' first fusion
-    ("controls", ("flare", "add_relu", "gold", "gold"), "FLARE, gold English (the oracle)"),
-    ("controls", ("flare", "add_relu", "shuffled", "shuffled"), "FLARE, another example's English"),
-    ("controls", ("flare", "add_relu", "self", "self"), "FLARE, the target sentence as English"),
+HEADLINE = (  # (study, row, what it answers); a FLARE row's fusion (None here) is the studies' first
+    ("controls", ("flare", None, "gold", "gold"), "FLARE, gold English (the oracle)"),
+    ("controls", ("flare", None, "shuffled", "shuffled"), "FLARE, another example's English"),
+    ("controls", ("flare", None, "self", "self"), "FLARE, the target sentence as English"),
     ("controls", ("translate-train+english", None, "gold", None), "LoRA + the English as extra examples"),
-    ("realistic", ("flare", "add_relu", "gold", "lexicon"), "FLARE, train gold, test lexicon MT"),
-    ("realistic", ("flare", "add_relu", "lexicon", "lexicon"), "FLARE, lexicon MT at train and test"),
+    ("realistic", ("flare", None, "gold", "lexicon"), "FLARE, train gold, test lexicon MT"),
+    ("realistic", ("flare", None, "lexicon", "lexicon"), "FLARE, lexicon MT at train and test"),
     ("realistic", ("input-fusion", None, "lexicon", "lexicon"), "input fusion, lexicon MT at train and test"),
     ("realistic", ("translate-test", None, None, "gold"), "translate-test, gold English"),
     ("realistic", ("translate-test", None, None, "lexicon"), "translate-test, lexicon MT"),
@@ -230,17 +231,18 @@ def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     rows = {study: by_row(records) for study, records in studies.items()}
     fusion = _fusions([r for records in studies.values() for r in records])[0]
     languages = list(dict.fromkeys(lang for records in studies.values() for lang in _languages(records)))
-    lora = {study: found.get(BASELINE) for study, found in rows.items()}
+    lora = {study: found.get(BASELINE) or {} for study, found in rows.items()}
     body = []
     for study, key, label in HEADLINE:
         key = (key[0], fusion, *key[2:]) if key[0] == "flare" else key
-        base, values = lora.get(study) or {}, rows.get(study, {}).get(key)
-        cells = [_fmt(difference({k: v for k, v in (values or {}).items() if k[0] == lang}, base), signed=True,
-                      count_languages=False) for lang in languages]
+        base, values = lora.get(study, {}), rows.get(study, {}).get(key)
+        margins = matched(values or {}, base)
+        cells = [_fmt(language_cell(margins, lang), signed=True, count_languages=False) for lang in languages]
         body.append([label, study, *cells, _fmt(difference(values, base), signed=True)])
+    realistic_lora = lora.get("realistic", {})
     body.append(["translate-train (LoRA) itself, score", "realistic",
-                 *(_fmt(language_cell(lora.get("realistic") or {}, lang), count_languages=False) for lang in languages),
-                 _fmt(average(lora.get("realistic") or {}))])
+                 *(_fmt(language_cell(realistic_lora, lang), count_languages=False) for lang in languages),
+                 _fmt(average(realistic_lora))])
     return ["## Headline: margin over translate-train (LoRA), per language", "",
             *_table(["run", "study", *languages, "avg"], body, text=2), "",
             "Each margin is paired with the LoRA of the same study, language and seed; per language, mean ± 95% t "
