@@ -5,6 +5,9 @@ overridable field by field (`flare compare study.yaml --stage2.learning_rate 1e-
 Errors a user can fix print one line on stderr and exit with status 2; set FLARE_DEBUG=1 (or
 pass --debug) for the traceback. Ctrl-C exits with status 130 after saying how to continue: work
 is saved at every epoch (training), batch (translation) and finished run.
+
+Each subcommand imports the library inside its body, on purpose: `flare --help`, a one-line
+error and `flare report` then answer without loading torch and transformers (seconds).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import sys
 from pathlib import Path
 from typing import Literal
@@ -295,8 +299,6 @@ def _yaml_value(text: str):
 def _explain(error: Exception, argv: list[str]) -> str | None:
     """The settings module's own line for a study setting the argument parser refused, so a bad value
     reads the same on the command line as in a study file; None when it has nothing better."""
-    import re
-
     from flare.files import load_yaml
     from flare.study.settings import check_setting
 
@@ -325,6 +327,9 @@ def _close_progress_bars() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A parent that had SIGINT blocked (some multiprocessing helpers block it while they fork) passes
+    # the mask on through exec, and Ctrl-C would then be held pending until the study ended.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLARE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]

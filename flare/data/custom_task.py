@@ -41,6 +41,8 @@ can travel together.
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -255,9 +257,6 @@ def _dataset(value: Any, base: Path, where: str) -> dict[str, Any]:
 def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, list], float]:
     """The user's metric function, named as `module:function` (importable) or `file.py:function`
     (relative to the task file). It is the user's own code, run as they asked; nothing is fetched."""
-    import importlib
-    import importlib.util
-
     source, _, name = spec.rpartition(":")
     try:
         if source.endswith(".py"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -9,9 +10,10 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoTokenizer
 
-from flare.adapter import FlareConfig, FlareModel, get_flare_model
+from flare.adapter import FlareConfig, FlareModel, get_flare_model, load_flare_model
 from flare.data.tasks import Task
 from flare.errors import FlareError, first_line
+from flare.files import atomic_dir
 from flare.hf.backbone import Family, decide, spec_for
 from flare.hf.device import Placement, resolve_placement
 from flare.hf.offline_e5 import model_location
@@ -79,9 +81,6 @@ def merge_and_save(
     bitsandbytes. Instead the adapter goes onto a float32 copy of the `original` weights (on the
     4-bit model's device), merges exactly, and is saved in float32; stage 2 quantises it once
     when it loads it."""
-    from flare.adapter import load_flare_model
-    from flare.files import atomic_dir
-
     with atomic_dir(directory) as staging:
         if getattr(model.backbone, "is_loaded_in_4bit", False):
             if original is None or task is None:
@@ -90,8 +89,6 @@ def merge_and_save(
             device = next(model.parameters()).device
             full, _, _ = load_backbone(original, task, placement=Placement(device, torch.float32), family=family)
             merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
-            import shutil
-
             shutil.rmtree(staging / "adapter")
         else:
             merged = model.peft_model.merge_and_unload()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import warnings
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ from flare.study.folder import (
 )
 from flare.study.methods import METHODS
 from flare.study.preflight import check_plan
+from flare.study.report import load_results, report
 from flare.study.runs import Run, plan
 from flare.study.settings import Study
 from flare.study.training import fit
@@ -51,8 +53,6 @@ from flare.study.training import fit
 
 def quiet_libraries() -> None:
     """Keep the terminal for progress and results: no weight-loading reports or deprecation noise."""
-    import warnings
-
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.set_verbosity_error()
@@ -173,8 +173,6 @@ class Pipeline:
     # ----------------------------------------------------------------- the study
 
     def done(self) -> dict[str, dict[str, Any]]:
-        from flare.study.report import load_results
-
         return {r["run_id"]: r for r in load_results(self.results_path)} if self.results_path.is_file() else {}
 
     def _todo(self) -> tuple[dict[str, dict[str, Any]], list[Run]]:
@@ -243,8 +241,6 @@ class Pipeline:
                 checkpoint = run.folder(self.out) / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
         if self.results_path.is_file():
-            from flare.study.report import report
-
             paths = report(self.results_path, self.out)
             print(f"\n{paths['markdown'].read_text(encoding='utf-8').rstrip()}\n", flush=True)
         return self.results_path

@@ -9,6 +9,7 @@ text. The values are checked by flare/setting_types.py.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,8 +256,6 @@ def trackers(stage: StageSettings) -> list[str]:
 
 def check_trackers(stage: StageSettings, where: str) -> None:
     """Every tracker's package is installed: found in the plan, not after stage 1 has trained."""
-    import importlib.util
-
     for name in trackers(stage):
         package = TRACKER_PACKAGES[name]
         if importlib.util.find_spec(package) is None:

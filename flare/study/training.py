@@ -9,6 +9,7 @@ that finds a checkpoint continues after its epoch; because each epoch's data ord
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
@@ -270,8 +271,6 @@ def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, 
 
 def _write_log(path: Path, history: list[dict[str, Any]]) -> None:
     """The per-epoch log as CSV (rewritten whole: it is small, and never half-written)."""
-    import io
-
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(history[0]))
     writer.writeheader()

@@ -104,9 +104,16 @@ def test_sigkill_mid_epoch_then_rerun_ends_like_an_uninterrupted_run(study, tmp_
     _same_results(study, tmp_path)
 
 
+def _sigint_blocked() -> None:
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
 def test_ctrl_c_saves_says_how_to_continue_and_the_rerun_continues(study, tmp_path):
     config = _interrupted_copy(study, tmp_path)
-    process = _cli("compare", config, cwd=tmp_path)
+    # started with SIGINT blocked, as a child of a process that blocked it (inherited through exec):
+    # `flare` must unblock it, or Ctrl-C waits until the study has finished
+    process = subprocess.Popen([sys.executable, "-m", "flare.cli", "compare", config], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_sigint_blocked)
     _wait_for((tmp_path / "out" / CHECKPOINT).is_file, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)

@@ -154,7 +154,8 @@ def test_headline_pairs_each_language_with_its_own_study_lora():
                 record("flare", "ace", 2, 83.0, "gold", "gold", "add_relu"),
                 record("flare", "jav", 1, 66.0, "gold", "gold", "add_relu")]
     realistic = [record("translate-train", "ace", 1, 71.0), record("translate-test", "ace", 1, 65.0, test="lexicon")]
-    lines = esr.headline_section({"controls": controls, "realistic": realistic})
+    remedy = [record("flare", "ace", 1, 76.0, "mix-lexicon", "lexicon", "add_relu")]
+    lines = esr.headline_section({"controls": controls, "realistic": realistic, "remedy": remedy})
     rows = {line.split(" | ")[0].removeprefix("| "): line.split(" | ") for line in lines if line.startswith("| ")}
     gold = rows["FLARE, gold English (the oracle)"]
     ace = [80.0 - 70.0, 83.0 - 74.0]
@@ -166,3 +167,5 @@ def test_headline_pairs_each_language_with_its_own_study_lora():
     # the realistic rows pair with the realistic study's LoRA, not the controls'
     assert rows["translate-test, lexicon MT"][2] == f"{65.0 - 71.0:+.1f} (1s)"
     assert rows["translate-test, lexicon MT"][3] == "not measured"
+    # the remedy study trains no LoRA of its own: it pairs with the realistic study's
+    assert rows["FLARE, train half gold half lexicon, test lexicon"][2] == f"{76.0 - 71.0:+.1f} (1s)"
