@@ -414,7 +414,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     lines = ["# Where does FLARE's gain come from? English-side controls and realistic sides (issue 18)", "",
              f"- {controls_note}", f"- {realistic_note}", f"- {mixed_note}", f"- {gated_note}",
              *(f"- {note}" for note in chrf_notes), "",
-             *headline_section({"controls": controls, "realistic": realistic, "remedy": mixed}), "",
+             *headline_section(studies), "",
              *controls_section(controls), "", *realistic_section(realistic), "",
              *remedy_section(realistic, mixed, gated), "", *points_section(points), "",
              *wall_time_section(studies), ""]

@@ -29,9 +29,9 @@ PROGRESS = re.compile(r"\d+%\|")  # tqdm bars (text mode turns their carriage re
 DECODING = {"batch_size": 4, "max_input_length": 48, "max_new_tokens": 16, "show_progress": False, "allow_empty": True}
 
 
-def _cli(*args: str, cwd: Path) -> subprocess.Popen:
+def _cli(*args: str, cwd: Path, preexec_fn=None) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "flare.cli", *args], cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=preexec_fn)
 
 
 def _wait_for(condition, process: subprocess.Popen, timeout: float = 300.0) -> None:
@@ -112,8 +112,7 @@ def test_ctrl_c_saves_says_how_to_continue_and_the_rerun_continues(study, tmp_pa
     config = _interrupted_copy(study, tmp_path)
     # started with SIGINT blocked, as a child of a process that blocked it (inherited through exec):
     # `flare` must unblock it, or Ctrl-C waits until the study has finished
-    process = subprocess.Popen([sys.executable, "-m", "flare.cli", "compare", config], cwd=tmp_path, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, preexec_fn=_sigint_blocked)
+    process = _cli("compare", config, cwd=tmp_path, preexec_fn=_sigint_blocked)
     _wait_for((tmp_path / "out" / CHECKPOINT).is_file, process)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=120)
