@@ -10,139 +10,45 @@ Writes report.md (also printed), margin_vs_chrf.png and chrf.json into --out (de
 benchmarks/results/english-sides/). The studies may be partial: every cell says how many seeds (s)
 and languages (l) it has, and a cell without runs says "not measured".
 
-Statistics. A language cell is the mean over its seeds, ± the half width of a 95% t interval
-(flare.study.stats) when it has >= 2 seeds. An "avg" cell is, per seed, the mean over the languages,
-then the mean ± 95% t half width over seeds, when every seed has the same languages. When they do not
-(marked "*", e.g. three seeds of one language and one seed of four others), each language is first
-averaged over its own seeds and the cell is the mean ± 95% t half width over languages, so that no
-language weighs more for having more seeds. A margin (Δ) pairs runs by (language, seed) present in both
-methods and summarises the differences the same way; with a single seed, the interval is over
-languages, as in flare.study.report.paired_difference, to which it is equal when every seed has every
-language (that function needs complete seeds, so it does not fit partial studies).
+Statistics (cells, intervals, paired margins): benchmarks/english_side_cells.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.util
 import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.english_side_cells import (  # noqa: E402
+    BASELINE,
+    NOT_MEASURED,
+    Key,
+    Values,
+    average,
+    by_row,
+    difference,
+    fmt,
+    language_cell,
+    matched,
+    row_key,
+    row_name,
+    table,
+)
 from flare.errors import FlareError  # noqa: E402
 from flare.files import write_atomically  # noqa: E402
-from flare.study.methods import BASELINE as BASELINE_METHOD  # noqa: E402
-from flare.study.methods import METHODS  # noqa: E402
 from flare.study.report import load_results  # noqa: E402
-from flare.study.stats import seed_stat, t_quantile_975  # noqa: E402
 
-NOT_MEASURED = "not measured"
 CONTROL_SIDES = ("gold", "shuffled", "self")
 REALISTIC_SIDES = ("gold", "lexicon", "noise10", "noise30", "noise50")
 STUDY_LANGUAGES = ("ace", "bbc", "jav", "nij", "sun")  # both studies' languages: chrF is computed for all
-BASELINE = (BASELINE_METHOD, None, None, None)  # translate-train (LoRA): reads no English side
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "english-sides"
-
-Key = tuple  # (method, fusion, train side, test side); a side is None where the method reads none
-Values = dict  # (language, seed) -> score
-
-
-@dataclass(frozen=True)
-class Cell:
-    mean: float
-    half: float | None  # 95% t half width; None with a single unit
-    seeds: int  # the most seeds any language has
-    languages: tuple[str, ...]
-    uneven: bool = False  # the seeds do not cover the same languages: the units are languages
-    fewest_seeds: int | None = None  # with uneven seeds, the fewest any language has
-
-    def format(self, signed: bool = False, count_languages: bool = True) -> str:
-        number = f"{self.mean:+.1f}" if signed else f"{self.mean:.1f}"
-        spread = "" if self.half is None else f" ± {self.half:.1f}"
-        seeds = f"{self.fewest_seeds}-{self.seeds}" if self.fewest_seeds not in (None, self.seeds) else self.seeds
-        count = f"{seeds}s/{len(self.languages)}l" if count_languages else f"{seeds}s"
-        return f"{number}{spread} ({count}{'*' if self.uneven else ''})"
-
-
-def _fmt(cell: Cell | None, **kwargs) -> str:
-    return NOT_MEASURED if cell is None else cell.format(**kwargs)
-
-
-def row_key(record: Mapping) -> Key:
-    """A record's row: the sides it does not read are None, a missing side it reads is gold."""
-    method = record["method"]
-    known = METHODS.get(method)
-    train = (record.get("train_english") or "gold") if known and known.english_in_training else None
-    test = (record.get("test_english") or "gold") if known and known.english_at_test else None
-    return (method, record.get("fusion") if known and known.fused else None, train, test)
-
-
-def row_name(key: Key) -> str:
-    method, fusion, train, test = key
-    base = METHODS[method].run_label(fusion) if method in METHODS else method
-    sides = [f"{stage} {side}" for stage, side in (("train", train), ("test", test)) if side is not None]
-    return f"{base} [{', '.join(sides)}]" if sides else base
-
-
-def by_row(records: Sequence[Mapping]) -> dict[Key, Values]:
-    rows: dict[Key, Values] = {}
-    for r in records:
-        rows.setdefault(row_key(r), {})[(r["language"], int(r["seed"]))] = float(r["score"])
-    return rows
-
-
-def _t_cell(units: Sequence[float], seeds: int, languages: Sequence[str], uneven: bool = False) -> Cell:
-    stat = seed_stat(list(units))
-    half = None if stat.std is None else t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
-    return Cell(stat.mean, half, seeds, tuple(languages), uneven)
-
-
-def language_cell(values: Values, language: str) -> Cell | None:
-    """Mean over the seeds of one language, with a 95% t interval over seeds."""
-    scores = [v for (lang, _), v in sorted(values.items()) if lang == language]
-    return _t_cell(scores, len(scores), [language]) if scores else None
-
-
-def average(values: Values, language_interval: bool = False) -> Cell | None:
-    """Per seed the mean over the languages, then the mean and 95% t interval over seeds. With one seed
-    and ``language_interval``, the interval is over languages (used for differences). When the seeds
-    cover different languages, the units are languages, each the mean over its own seeds."""
-    if not values:
-        return None
-    seeds = sorted({seed for _, seed in values})
-    languages = list(dict.fromkeys(lang for lang, _ in sorted(values, key=lambda k: (k[1], k[0]))))
-    if len({frozenset(lang for lang, seed in values if seed == s) for s in seeds}) > 1:
-        per_language = {lang: [v for (other, _), v in values.items() if other == lang] for lang in languages}
-        counts = [len(v) for v in per_language.values()]
-        cell = _t_cell([math.fsum(v) / len(v) for v in per_language.values()], max(counts), languages, True)
-        return dataclasses.replace(cell, fewest_seeds=min(counts))
-    if len(seeds) == 1 and language_interval:
-        return _t_cell([values[(lang, seeds[0])] for lang in languages], 1, languages)
-    per_seed = [[v for (_, seed), v in values.items() if seed == s] for s in seeds]
-    return _t_cell([math.fsum(v) / len(v) for v in per_seed], len(seeds), languages)
-
-
-def matched(a: Values, b: Values) -> Values:
-    """A minus B on the (language, seed) pairs present in both."""
-    return {k: a[k] - b[k] for k in a.keys() & b.keys()}
-
-
-def difference(a: Values | None, b: Values | None) -> Cell | None:
-    """Paired difference A - B over the matched (language, seed) pairs, or None without any."""
-    return average(matched(a or {}, b or {}), language_interval=True)
-
-
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text: int = 1) -> list[str]:
-    """A markdown table whose first ``text`` columns are left-aligned and the rest right-aligned."""
-    return ["| " + " | ".join(header) + " |", "|" + "---|" * text + "---:|" * (len(header) - text),
-            *("| " + " | ".join(row) + " |" for row in rows)]
 
 
 def _languages(records: Sequence[Mapping]) -> list[str]:
@@ -171,11 +77,11 @@ def controls_section(records: Sequence[Mapping]) -> list[str]:
     body = []
     for key in controls_keys(records):
         values = rows.get(key, {})
-        cells = [_fmt(language_cell(values, lang), count_languages=False) for lang in languages]
-        delta = "reference" if key == BASELINE else _fmt(difference(values, base), signed=True)
-        body.append([row_name(key), *cells, _fmt(average(values)), delta])
+        cells = [fmt(language_cell(values, lang), count_languages=False) for lang in languages]
+        delta = "reference" if key == BASELINE else fmt(difference(values, base), signed=True)
+        body.append([row_name(key), *cells, fmt(average(values)), delta])
     return ["## Controls: same extra compute, no English information", "",
-            *_table(["method [English sides]", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
+            *table(["method [English sides]", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
             "Cells: mean ± 95% t half width over seeds (Ns/Ml: N seeds, M languages; * seeds cover different "
             "languages: mean of the per-language means, ± over languages). Δ: paired by (language, seed) "
             "present in both rows; with one seed its ± is over languages."]
@@ -190,21 +96,21 @@ def realistic_section(records: Sequence[Mapping]) -> list[str]:
     rows, sides = by_row(records), realistic_sides(records)
     base = rows.get(BASELINE)
     lines = ["## Realistic English sides: train side (rows) x test side (columns)", "",
-             f"translate-train (LoRA), reads no English (reference): {_fmt(average(base or {}))}", ""]
+             f"translate-train (LoRA), reads no English (reference): {fmt(average(base or {}))}", ""]
     header = ["train \\ test", *sides]
     for method, fusion in [("input-fusion", None), *(("flare", f) for f in _fusions(records))]:
         name = row_name((method, fusion, None, None))
         score, margin = [], []
         for train in sides:
             cells = [rows.get((method, fusion, train, test)) for test in sides]
-            score.append([train, *(_fmt(average(v or {})) for v in cells)])
-            margin.append([train, *(_fmt(difference(v, base), signed=True) for v in cells)])
-        lines += [f"### {name}: score", "", *_table(header, score), "",
-                  f"### {name}: margin over translate-train (LoRA)", "", *_table(header, margin), ""]
+            score.append([train, *(fmt(average(v or {})) for v in cells)])
+            margin.append([train, *(fmt(difference(v, base), signed=True) for v in cells)])
+        lines += [f"### {name}: score", "", *table(header, score), "",
+                  f"### {name}: margin over translate-train (LoRA)", "", *table(header, margin), ""]
     tt = [rows.get(("translate-test", None, None, test)) for test in sides]
-    lines += ["### translate-test per test side", "", *_table(["", *sides], [
-        ["score", *(_fmt(average(v or {})) for v in tt)],
-        ["margin over translate-train (LoRA)", *(_fmt(difference(v, base), signed=True) for v in tt)]]), "",
+    lines += ["### translate-test per test side", "", *table(["", *sides], [
+        ["score", *(fmt(average(v or {})) for v in tt)],
+        ["margin over translate-train (LoRA)", *(fmt(difference(v, base), signed=True) for v in tt)]]), "",
         "Cells: average over languages and seeds ± 95% t half width over seeds (Ns/Ml: N seeds, M languages; "
         "* seeds cover different languages: mean of the per-language means, ± over languages). Margins: "
         "paired by (language, seed) present in both; with one seed their ± is over languages. The realistic "
@@ -239,16 +145,53 @@ def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
         key = (key[0], fusion, *key[2:]) if key[0] == "flare" else key
         base, values = lora.get(LORA_OF.get(study, study), {}), rows.get(study, {}).get(key)
         margins = matched(values or {}, base)
-        cells = [_fmt(language_cell(margins, lang), signed=True, count_languages=False) for lang in languages]
-        body.append([label, study, *cells, _fmt(difference(values, base), signed=True)])
+        cells = [fmt(language_cell(margins, lang), signed=True, count_languages=False) for lang in languages]
+        body.append([label, study, *cells, fmt(difference(values, base), signed=True)])
     realistic_lora = lora.get("realistic", {})
     body.append(["translate-train (LoRA) itself, score", "realistic",
-                 *(_fmt(language_cell(realistic_lora, lang), count_languages=False) for lang in languages),
-                 _fmt(average(realistic_lora))])
+                 *(fmt(language_cell(realistic_lora, lang), count_languages=False) for lang in languages),
+                 fmt(average(realistic_lora))])
     return ["## Headline: margin over translate-train (LoRA), per language", "",
-            *_table(["run", "study", *languages, "avg"], body, text=2), "",
+            *table(["run", "study", *languages, "avg"], body, text=2), "",
             "Each margin is paired with the LoRA of the same study, language and seed; per language, mean ± 95% t "
             "half width over its seeds; avg as in the tables below."]
+
+
+LADDER = ("gold", "noise10", "noise30", "noise50", "lexicon")  # by falling quality (chrF vs the gold English)
+
+
+def ladder_section(records: Sequence[Mapping], chrf: Mapping) -> list[str]:
+    """Per language, the margin over translate-train (LoRA) with the same English side at train and
+    test, the sides ordered by quality. Each method's rows use the same (language, seed) pairs, those
+    measured on every side it has, so that the rows differ only in the English side."""
+    title = "## The noise ladder per language: margin over translate-train (LoRA), same side at train and test"
+    if not records:
+        return [title, "", NOT_MEASURED]
+    rows, languages = by_row(records), _languages(records)
+    base = rows.get(BASELINE) or {}
+    sides = [s for s in LADDER if s in realistic_sides(records)]
+    body = []
+    for side in sides:
+        scores = [chrf.get(lang, {}).get(side, {}).get("chrf") for lang in languages]
+        known = [x for x in scores if x is not None]
+        body.append([side, "chrF vs gold English", *(NOT_MEASURED if x is None else f"{x:.1f}" for x in scores),
+                     f"{math.fsum(known) / len(known):.1f}" if known else NOT_MEASURED])
+    keys = [*(("flare", f) for f in _fusions(records)), ("input-fusion", None), ("translate-test", None)]
+    for method, fusion in keys:
+        per_side = {side: rows.get((method, fusion, None if method == "translate-test" else side, side))
+                    for side in sides}
+        margins = {side: matched(v, base) for side, v in per_side.items() if v}
+        common = set.intersection(*(set(m) for m in margins.values())) if margins else set()
+        for side, margin in margins.items():
+            paired = {k: v for k, v in margin.items() if k in common}
+            cells = [fmt(language_cell(paired, lang), signed=True, count_languages=False) for lang in languages]
+            body.append([side, f"{row_name((method, fusion, None, None))}, margin", *cells,
+                         fmt(average(paired, language_interval=True), signed=True)])
+    return [title, "", *table(["English side", "row", *languages, "avg"], body, text=2), "",
+            "chrF: as in the chrF section below (seeded sides at --seed). Each method's margins are paired with "
+            "LoRA by (language, seed) and restricted to the pairs the method has on every side listed for it, "
+            "so its rows compare the same runs; a side it lacks is left out. translate-test trains nothing "
+            "(one run, tested on each side)."]
 
 
 def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated: Sequence[Mapping],
@@ -264,11 +207,11 @@ def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated
     for name, source in (("FLARE", {**plain, **mix}), ("FLARE, English gate", gate)):
         for train in ("gold", "lexicon", "mix-lexicon"):
             rows.append((f"{name} [train {train}, test {test}]", source.get(("flare", fusion, train, test))))
-    body = [[label, *(_fmt(language_cell(v or {}, lang), count_languages=False) for lang in languages),
-             _fmt(average(v or {})), "reference" if v is base else _fmt(difference(v, base), signed=True)]
+    body = [[label, *(fmt(language_cell(v or {}, lang), count_languages=False) for lang in languages),
+             fmt(average(v or {})), "reference" if v is base else fmt(difference(v, base), signed=True)]
             for label, v in rows]
     return [f"## Remedies for a machine-made English side (test side: {test})", "",
-            *_table(["run", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
+            *table(["run", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
             "Mixed training: half the training examples with lexicon-MT English, half gold "
             "(benchmarks/reproduce/nusax-remedy.yaml); the gate: one learned scalar per fused module scaling the "
             "English side's change (adapter.english_gate, benchmarks/reproduce/nusax-remedy-gate.yaml). Δ paired "
@@ -288,7 +231,7 @@ def wall_time_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     if not body:
         return ["## Wall time", "", NOT_MEASURED]
     return ["## Wall time per method (sum of wall_time_s over its records)", "",
-            *_table(["study", "method", "records", "seconds", "hours"], body, text=2)]
+            *table(["study", "method", "records", "seconds", "hours"], body, text=2)]
 
 
 def load_chrf(out: Path, given: Path | None, languages: Sequence[str], sides: Sequence[str], seed: int,
@@ -339,9 +282,9 @@ def margin_points(studies: Mapping[str, Sequence[Mapping]], chrf: Mapping) -> li
 def points_section(points: Sequence[dict]) -> list[str]:
     body = [[p["study"], p["method"], p["side"],
              NOT_MEASURED if p["chrf"] is None else f"{p['chrf']:.1f} ({p['chrf_languages']}l)",
-             _fmt(p["margin"], signed=True)] for p in points]
+             fmt(p["margin"], signed=True)] for p in points]
     return ["## Margin over translate-train (LoRA) against the English side's chrF (train side = test side)", "",
-            *_table(["study", "method", "English side", "chrF vs gold English", "margin"], body, text=3), "",
+            *table(["study", "method", "English side", "chrF vs gold English", "margin"], body, text=3), "",
             "chrF: corpus chrF of the side against the gold English (benchmarks/english_sides.py; --split, seeded "
             "sides at --seed, by default test and 1), "
             "mean over the languages of the margin. Plotted in margin_vs_chrf.png."]
@@ -416,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> str:
              *(f"- {note}" for note in chrf_notes), "",
              *headline_section(studies), "",
              *controls_section(controls), "", *realistic_section(realistic), "",
+             *ladder_section(realistic, chrf), "",
              *remedy_section(realistic, mixed, gated), "", *points_section(points), "",
              *wall_time_section(studies), ""]
     text = "\n".join(lines)

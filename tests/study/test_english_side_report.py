@@ -169,3 +169,29 @@ def test_headline_pairs_each_language_with_its_own_study_lora():
     assert rows["translate-test, lexicon MT"][3] == "not measured"
     # the remedy study trains no LoRA of its own: it pairs with the realistic study's
     assert rows["FLARE, train half gold half lexicon, test lexicon"][2] == f"{76.0 - 71.0:+.1f} (1s)"
+
+
+def test_ladder_rows_of_a_method_compare_the_same_runs():
+    lora = {("ace", 1): 70.0, ("ace", 2): 72.0, ("bbc", 1): 60.0, ("bbc", 2): 64.0}
+    realistic = [record("translate-train", lang, seed, v) for (lang, seed), v in lora.items()]
+    gold = {("ace", 1): 85.0, ("ace", 2): 88.0, ("bbc", 1): 80.0, ("bbc", 2): 81.0}
+    realistic += [record("flare", lang, seed, v, "gold", "gold", "add_relu") for (lang, seed), v in gold.items()]
+    noisy = {("ace", 1): 79.0, ("bbc", 1): 66.0}  # the noise side has seed 1 only
+    realistic += [record("flare", lang, seed, v, "noise30", "noise30", "add_relu") for (lang, seed), v in noisy.items()]
+    realistic += [record("flare", "ace", 1, 90.0, "gold", "noise30", "add_relu"),  # not the same side: no row
+                  record("translate-test", "ace", 1, 74.0, test="noise30")]
+    chrf = {"ace": {"gold": {"chrf": 100.0}, "noise30": {"chrf": 64.0}}, "bbc": {"noise30": {"chrf": 66.0}}}
+    lines = esr.ladder_section(realistic, chrf)
+    rows = {tuple(line.split(" | ")[:2]): line.removesuffix(" |").split(" | ")[2:]
+            for line in lines if line.startswith("| ")}
+    assert rows[("| noise30", "chrF vs gold English")] == ["64.0", "66.0", "65.0"]
+    assert rows[("| gold", "chrF vs gold English")] == ["100.0", "not measured", "100.0"]
+    # FLARE's gold row is restricted to seed 1, the seed its noise30 row has: the rows differ in the side only
+    flare_gold = rows[("| gold", "FLARE (add_relu), margin")]
+    assert flare_gold[:2] == [f"{85.0 - 70.0:+.1f} (1s)", f"{80.0 - 60.0:+.1f} (1s)"]
+    margins = [noisy[k] - lora[k] for k in (("ace", 1), ("bbc", 1))]
+    assert rows[("| noise30", "FLARE (add_relu), margin")][2] == (
+        f"{statistics.mean(margins):+.1f} ± {half_width(margins):.1f} (1s/2l)")
+    assert rows[("| noise30", "translate-test, margin")][:2] == [f"{74.0 - 70.0:+.1f} (1s)", "not measured"]
+    assert ("| noise10", "FLARE (add_relu), margin") not in rows  # nothing measured on noise10
+    assert ("| gold", "input-level fusion, margin") not in rows
