@@ -178,8 +178,9 @@ def ladder_section(records: Sequence[Mapping], chrf: Mapping) -> list[str]:
                      f"{math.fsum(known) / len(known):.1f}" if known else NOT_MEASURED])
     keys = [*(("flare", f) for f in _fusions(records)), ("input-fusion", None), ("translate-test", None)]
     for method, fusion in keys:
-        per_side = {side: rows.get((method, fusion, None if method == "translate-test" else side, side))
-                    for side in sides}
+        # row_key drops a side the method does not read (translate-test trains without English)
+        per_side = {side: rows.get(row_key({"method": method, "fusion": fusion, "train_english": side,
+                                            "test_english": side})) for side in sides}
         margins = {side: matched(v, base) for side, v in per_side.items() if v}
         common = set.intersection(*(set(m) for m in margins.values())) if margins else set()
         for side, margin in margins.items():
