@@ -195,3 +195,23 @@ def test_ladder_rows_of_a_method_compare_the_same_runs():
     assert rows[("| noise30", "translate-test, margin")][:2] == [f"{74.0 - 70.0:+.1f} (1s)", "not measured"]
     assert ("| noise10", "FLARE (add_relu), margin") not in rows  # nothing measured on noise10
     assert ("| gold", "input-level fusion, margin") not in rows
+
+
+def test_fused_methods_are_compared_on_the_same_runs_and_sides():
+    realistic = [record("input-fusion", "ace", 1, 80.0, "lexicon", "lexicon"),
+                 record("input-fusion", "ace", 2, 78.0, "lexicon", "lexicon"),
+                 record("input-fusion", "bbc", 1, 70.0, "lexicon", "lexicon"),
+                 record("flare", "ace", 1, 75.0, "lexicon", "lexicon", "add_relu"),
+                 record("flare", "ace", 2, 77.0, "lexicon", "lexicon", "add_relu"),
+                 record("flare", "bbc", 1, 60.0, "gold", "lexicon", "add_relu"),  # other sides: not paired
+                 record("flare", "bbc", 1, 50.0, "gold", "gold", "add_relu")]
+    lines = esr.fused_methods_section(realistic)
+    rows = {line.split(" | ")[0].removeprefix("| "): line.removesuffix(" |").split(" | ")[1:]
+            for line in lines if line.startswith("| ")}
+    ace = [80.0 - 75.0, 78.0 - 77.0]
+    assert rows["train lexicon, test lexicon"] == [
+        f"{statistics.mean(ace):+.1f} ± {half_width(ace):.1f} (2s)", "not measured",
+        f"{statistics.mean(ace):+.1f} ± {half_width(ace):.1f} (2s/1l)"]
+    assert set(rows) == {"English sides", "train lexicon, test lexicon"}
+    assert esr.fused_methods_section([record("flare", "ace", 1, 75.0, "gold", "gold", "add_relu")])[-1] == (
+        esr.NOT_MEASURED)
