@@ -115,6 +115,13 @@ def difference(a: Values | None, b: Values | None) -> Cell | None:
     return average(matched(a or {}, b or {}), language_interval=True)
 
 
+def margin_cells(margins: Values, languages: Sequence[str]) -> list[str]:
+    """A row of paired margins: one signed cell per language (mean over its seeds), then their average
+    (with one seed, ± over languages)."""
+    return [*(fmt(language_cell(margins, lang), signed=True, count_languages=False) for lang in languages),
+            fmt(average(margins, language_interval=True), signed=True)]
+
+
 def table(header: Sequence[str], rows: Sequence[Sequence[str]], text: int = 1) -> list[str]:
     """A markdown table whose first ``text`` columns are left-aligned and the rest right-aligned."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * text + "---:|" * (len(header) - text),

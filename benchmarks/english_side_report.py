@@ -36,6 +36,7 @@ from benchmarks.english_side_cells import (  # noqa: E402
     difference,
     fmt,
     language_cell,
+    margin_cells,
     matched,
     row_key,
     row_name,
@@ -59,6 +60,11 @@ def _fusions(records: Sequence[Mapping]) -> list[str]:
     return list(dict.fromkeys(r.get("fusion") for r in records if r["method"] == "flare")) or ["add_relu"]
 
 
+def _fused_methods(records: Sequence[Mapping]) -> list[tuple[str, str | None]]:
+    """The methods that read an English side inside the model, as (method, fusion)."""
+    return [("input-fusion", None), *(("flare", f) for f in _fusions(records))]
+
+
 def _with_extra(expected: list[Key], rows: Mapping[Key, Values]) -> list[Key]:
     extra = sorted((k for k in rows if k not in expected), key=lambda k: tuple(str(x) for x in k))
     return expected + extra
@@ -66,7 +72,7 @@ def _with_extra(expected: list[Key], rows: Mapping[Key, Values]) -> list[Key]:
 
 def controls_keys(records: Sequence[Mapping]) -> list[Key]:
     keys = [BASELINE, *(("translate-train+english", None, s, None) for s in CONTROL_SIDES)]
-    for method, fusion in [("input-fusion", None), *(("flare", f) for f in _fusions(records))]:
+    for method, fusion in _fused_methods(records):
         keys += [(method, fusion, tr, te) for tr in CONTROL_SIDES for te in CONTROL_SIDES]
     return _with_extra(keys, by_row(records))
 
@@ -98,7 +104,7 @@ def realistic_section(records: Sequence[Mapping]) -> list[str]:
     lines = ["## Realistic English sides: train side (rows) x test side (columns)", "",
              f"translate-train (LoRA), reads no English (reference): {fmt(average(base or {}))}", ""]
     header = ["train \\ test", *sides]
-    for method, fusion in [("input-fusion", None), *(("flare", f) for f in _fusions(records))]:
+    for method, fusion in _fused_methods(records):
         name = row_name((method, fusion, None, None))
         score, margin = [], []
         for train in sides:
@@ -146,9 +152,7 @@ def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     for study, key, label in HEADLINE:
         key = (key[0], fusion, *key[2:]) if key[0] == "flare" else key
         base, values = lora.get(LORA_OF.get(study, study), {}), rows.get(study, {}).get(key)
-        margins = matched(values or {}, base)
-        cells = [fmt(language_cell(margins, lang), signed=True, count_languages=False) for lang in languages]
-        body.append([label, study, *cells, fmt(difference(values, base), signed=True)])
+        body.append([label, study, *margin_cells(matched(values or {}, base), languages)])
     realistic_lora = lora.get("realistic", {})
     body.append(["translate-train (LoRA) itself, score", "realistic",
                  *(fmt(language_cell(realistic_lora, lang), count_languages=False) for lang in languages),
@@ -187,9 +191,7 @@ def ladder_section(records: Sequence[Mapping], chrf: Mapping) -> list[str]:
         common = set.intersection(*(set(m) for m in margins.values())) if margins else set()
         for side, margin in margins.items():
             paired = {k: v for k, v in margin.items() if k in common}
-            cells = [fmt(language_cell(paired, lang), signed=True, count_languages=False) for lang in languages]
-            body.append([side, f"{row_name((method, fusion, None, None))}, margin", *cells,
-                         fmt(average(paired, language_interval=True), signed=True)])
+            body.append([side, f"{row_name((method, fusion, None, None))}, margin", *margin_cells(paired, languages)])
     return [title, "", *table(["English side", "row", *languages, "avg"], body, text=2), "",
             "chrF: as in the chrF section below (seeded sides at --seed). Each method's margins are paired with "
             "LoRA by (language, seed) and restricted to the pairs the method has on every side listed for it, "
@@ -209,9 +211,7 @@ def fused_methods_section(records: Sequence[Mapping]) -> list[str]:
             paired = matched(rows.get(("input-fusion", None, train, test)) or {},
                              rows.get(("flare", fusion, train, test)) or {})
             if paired:
-                body.append([f"train {train}, test {test}",
-                             *(fmt(language_cell(paired, lang), signed=True, count_languages=False)
-                               for lang in languages), fmt(average(paired, language_interval=True), signed=True)])
+                body.append([f"train {train}, test {test}", *margin_cells(paired, languages)])
     if not body:
         return [title, "", NOT_MEASURED]
     return [title, "", *table(["English sides", *languages, "avg"], body), "",
@@ -292,7 +292,7 @@ def margin_points(studies: Mapping[str, Sequence[Mapping]], chrf: Mapping) -> li
     for study, records in studies.items():
         rows = by_row(records)
         sides = CONTROL_SIDES if study == "controls" else realistic_sides(records)
-        for method, fusion in [("input-fusion", None), *(("flare", f) for f in _fusions(records))]:
+        for method, fusion in _fused_methods(records):
             for side in sides:
                 margin = difference(rows.get((method, fusion, side, side)), rows.get(BASELINE))
                 chrfs = [chrf[lang][side]["chrf"] for lang in (margin.languages if margin else sorted(chrf))
