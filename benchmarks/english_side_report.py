@@ -133,6 +133,8 @@ HEADLINE = (  # (study, row, what it answers); a FLARE row's fusion (None here) 
     ("realistic", ("flare", None, "lexicon", "lexicon"), "FLARE, lexicon MT at train and test"),
     ("remedy", ("flare", None, "mix-lexicon", "lexicon"), "FLARE, train half gold half lexicon, test lexicon"),
     ("realistic", ("input-fusion", None, "gold", "gold"), "input fusion, gold English (the oracle)"),
+    ("controls", ("input-fusion", None, "shuffled", "shuffled"), "input fusion, another example's English"),
+    ("controls", ("input-fusion", None, "self", "self"), "input fusion, the target sentence as English"),
     ("realistic", ("input-fusion", None, "gold", "lexicon"), "input fusion, train gold, test lexicon MT"),
     ("realistic", ("input-fusion", None, "lexicon", "lexicon"), "input fusion, lexicon MT at train and test"),
     ("realistic", ("translate-test", None, None, "gold"), "translate-test, gold English"),
