@@ -130,7 +130,11 @@ def fit(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    if accelerator.num_processes > 1:
+        model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
+    # In one process there is nothing to wrap (the model is already on its device), and accelerate
+    # would refuse a 4-bit model on cuda:N with N > 0: its own device there is the bare "cuda".
+    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
 
     checkpoint = run_dir / "checkpoint"
     state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}

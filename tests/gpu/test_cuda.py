@@ -20,7 +20,10 @@ def _devices(model: torch.nn.Module) -> set[str]:
     return {t.device.type for t in [*model.parameters(), *model.buffers()]}
 
 
-def test_a_4bit_llama_study_runs_on_the_gpu_in_bfloat16(tmp_path, monkeypatch):
+# cuda:1 in one process: accelerate's own device there is the bare "cuda", which must not matter
+@pytest.mark.parametrize("device", ["cuda", pytest.param(
+    "cuda:1", marks=pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs a second GPU"))])
+def test_a_4bit_llama_study_runs_on_the_gpu_in_bfloat16(device, tmp_path, monkeypatch):
     pytest.importorskip("bitsandbytes")
     import flare.study.pipeline
 
@@ -35,9 +38,9 @@ def test_a_4bit_llama_study_runs_on_the_gpu_in_bfloat16(tmp_path, monkeypatch):
         monkeypatch.setattr(flare.study.pipeline, name, spy)
     model = save_tiny_llama(tmp_path / "llama")
     study = toy_study(model, tmp_path / "out", methods=["zero-shot", "translate-train", "flare"], load_in_4bit=True,
-                      device="cuda", dtype="bfloat16")
+                      device=device, dtype="bfloat16")
     records = [json.loads(line) for line in flare.study.pipeline.compare(study).read_text().splitlines()]
-    device = str(resolve_device("cuda"))
+    device = str(resolve_device(device))
     assert sorted(r["method"] for r in records) == ["flare", "translate-train", "zero-shot"]
     for record in records:
         assert (record["device"], record["dtype"], record["load_in_4bit"]) == (device, "bfloat16", True)

@@ -242,10 +242,9 @@ def test_a_flare_model_on_a_half_precision_base_under_autocast_matches_float32(f
     assert (plain - reference).abs().max() > (logits.float() - reference).abs().max()
 
 
-@pytest.mark.parametrize("precision", ["bf16", "fp16"])
-def test_training_under_half_precision_autocast_updates_float32_adapter_weights(precision, tmp_path):
-    """fit's own autocast (and, for fp16, its gradient scaler) on the CPU: the study settings refuse
-    fp16 there, so fit is called directly to cover the code path a GPU takes."""
+def _fit_a_toy_classifier(tmp_path, **settings):
+    """Trains a tiny FLARE classifier with fit on 8 random examples (2 steps); returns the model's
+    trainable weights before, the model and fit's result."""
     from flare.study.settings import StageSettings
     from flare.study.training import fit
 
@@ -258,9 +257,31 @@ def test_training_under_half_precision_autocast_updates_float32_adapter_weights(
         return {"input_ids": torch.stack([ids for ids, _ in batch]), "labels": torch.tensor([y for _, y in batch])}
 
     settings = StageSettings(epochs=1, batch_size=4, learning_rate=1e-2, warmup_ratio=0.0, tensorboard=False,
-                             mixed_precision=precision)
-    result = fit(model, items, collate, settings, seed=1, run_dir=tmp_path, description="amp")
+                             **settings)
+    return before, model, fit(model, items, collate, settings, seed=1, run_dir=tmp_path, description="toy")
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_training_under_half_precision_autocast_updates_float32_adapter_weights(precision, tmp_path):
+    """fit's own autocast (and, for fp16, its gradient scaler) on the CPU: the study settings refuse
+    fp16 there, so fit is called directly to cover the code path a GPU takes."""
+    before, model, result = _fit_a_toy_classifier(tmp_path, mixed_precision=precision)
     assert result.steps == 2 and all(torch.isfinite(torch.tensor(row["train_loss"])) for row in result.history)
     after = {n: p for n, p in model.named_parameters() if p.requires_grad}
     assert all(p.dtype == torch.float32 for p in after.values())
     assert any(not torch.equal(before[n], after[n]) for n in before)  # the steps were taken, not skipped
+
+
+def test_one_process_trains_without_accelerate_preparing_the_model(monkeypatch, tmp_path):
+    """In one process accelerate refuses a 4-bit model on cuda:N, N > 0 (its own device is the bare
+    "cuda"), so fit must not hand it the model outside DDP. The refusal is simulated for every model;
+    tests/study/test_distributed.py covers the DDP path, where the model is prepared."""
+    from accelerate import Accelerator
+
+    def refuse(self, model, *args, **kwargs):
+        raise ValueError("You can't train a model that has been loaded in 4-bit precision on a different device")
+
+    monkeypatch.setattr(Accelerator, "prepare_model", refuse)
+    before, model, result = _fit_a_toy_classifier(tmp_path)
+    assert result.steps == 2
+    assert any(not torch.equal(before[n], p) for n, p in model.named_parameters() if p.requires_grad)
