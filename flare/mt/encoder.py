@@ -5,8 +5,9 @@ target language's FLORES code), not English. States are right-padded and come wi
 mask, which the adapter core takes as ``source_states`` + ``source_attention_mask``.
 
 States can be precomputed into safetensors shards (never pickle): each text's unpadded ``[L, d]``
-state is stored under the hash of (model, language code, max length, text), so lookups need neither
-the model nor the original batch.
+state is stored under the hash of (model, the dtype it computed in, language code, max length, text),
+so lookups need neither the model nor the original batch, and states computed in bfloat16 are never
+served to a float32 run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from flare.errors import FlareError
 from flare.files import atomic_path
+from flare.hf.device import dtype_name
 from flare.mt.languages import flores_code
 from flare.mt.translate import load_seq2seq, model_fingerprint, set_source_language
 
@@ -50,6 +52,7 @@ class MTEncoder:
         self.encoder = seq2seq.get_encoder()
         self.hidden_size: int = seq2seq.config.d_model
         self.device = seq2seq.device
+        self.dtype_name = dtype_name(seq2seq.dtype)  # part of the cache key: states differ by dtype
         del seq2seq
 
     def tokenize(self, texts: Sequence[str], lang: str) -> Any:
@@ -91,13 +94,16 @@ class EncoderStateStore:
     def __init__(
         self, cache_dir: str | Path, model: str, max_length: int = 256,
         language_map: Mapping[str, str] | None = None, store_dtype: str = "float32",
+        encoder_dtype: str = "float32",
     ) -> None:
         """Args: cache_dir: root folder; model and max_length: as given to :class:`MTEncoder`;
-        language_map: project-code -> FLORES choices; store_dtype: ``float32`` or ``float16`` on disk."""
+        language_map: project-code -> FLORES choices; store_dtype: ``float32`` or ``float16`` on disk;
+        encoder_dtype: the dtype the encoder computes in (:attr:`MTEncoder.dtype_name`)."""
         if store_dtype not in ("float32", "float16"):
             raise FlareError(f"store_dtype must be float32 or float16, not {store_dtype!r}")
         self.fingerprint = model_fingerprint(model)
         self.max_length = max_length
+        self.encoder_dtype = encoder_dtype
         self.language_map = dict(language_map or {})
         self.store_dtype = getattr(torch, store_dtype)
         slug = hashlib.sha256(self.fingerprint.encode()).hexdigest()[:16]
@@ -119,7 +125,7 @@ class EncoderStateStore:
 
     def key(self, text: str, lang: str) -> str:
         code = flores_code(lang, self.language_map)
-        payload = json.dumps([self.fingerprint, code, self.max_length, text], ensure_ascii=False)
+        payload = json.dumps([self.fingerprint, self.encoder_dtype, code, self.max_length, text], ensure_ascii=False)
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def missing(self, texts: Sequence[str], lang: str) -> list[str]:
@@ -169,7 +175,8 @@ def precompute_encoder_states(
     """
     from tqdm.auto import tqdm
 
-    store = EncoderStateStore(cache_dir, encoder.model_name, encoder.max_length, encoder.language_map, store_dtype)
+    store = EncoderStateStore(cache_dir, encoder.model_name, encoder.max_length, encoder.language_map, store_dtype,
+                              encoder.dtype_name)
     todo = sorted(store.missing(texts, lang), key=lambda t: (-len(t), t))
     with tqdm(total=len(todo), unit="text", desc=f"encode {lang}", disable=not show_progress) as bar:
         for i in range(0, len(todo), batch_size):

@@ -11,7 +11,6 @@ from flare.data.dataset_pairs import pairs_from_file
 from flare.data.examples import Example, LoadStats, Pair
 from flare.data.task_spec import Task
 from flare.errors import FlareError
-from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.encoder import MTEncoder, precompute_encoder_states
 from flare.mt.english_side import english_side
 from flare.mt.translate import translate_columns
@@ -86,19 +85,18 @@ class StudyData:
     def mt_inputs(self, language: str, items: list) -> tuple[Callable[[list], dict], int]:
         """FLARE-MT: the MT encoder's states of the target text, as extra model inputs, and their
         width. Every text is encoded once and kept in <output_dir>/mt_states (safetensors), shared
-        by all seeds; states in another dtype than float32 get a folder of their own, as they differ."""
+        by all seeds (keyed by the encoder's dtype too, as states computed in bfloat16 differ)."""
         study = self.study
         encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
                             language_map=study.language_map)
-        dtype = dtype_name(resolve_placement(study.device, study.dtype).dtype)
-        folder = self.out / ("mt_states" if dtype == "float32" else f"mt_states-{dtype}")
         fields = self.task.text_fields
 
         def text(item: Pair | Example) -> str:
             target = item.target if isinstance(item, Pair) else item
             return " ".join(target.fields[f] for f in fields)
 
-        store = precompute_encoder_states(encoder, [text(i) for i in items], language, folder, show_progress=False)
+        store = precompute_encoder_states(encoder, [text(i) for i in items], language, self.out / "mt_states",
+                                          show_progress=False)
 
         def states(batch_items: list) -> dict:
             encoded, mask = store.get([text(i) for i in batch_items], language)

@@ -64,3 +64,17 @@ def test_precomputed_states_roundtrip_through_safetensors(encoder, tmp_path, mon
         fresh.get(TEXTS, "sun")  # same text, other language: other key
     with pytest.raises(FlareError, match="no stored encoder state"):
         EncoderStateStore(tmp_path, encoder.model_name, max_length=32).get(TEXTS, "jav")
+
+
+def test_states_computed_in_another_dtype_are_cached_apart(encoder, tmp_path):
+    half = MTEncoder(encoder.model_name, max_length=64, dtype="bfloat16")
+    assert (encoder.dtype_name, half.dtype_name) == ("float32", "bfloat16")
+    precompute_encoder_states(half, TEXTS, "jav", tmp_path, show_progress=False)
+    with pytest.raises(FlareError, match="no stored encoder state"):
+        EncoderStateStore(tmp_path, encoder.model_name, max_length=64).get(TEXTS, "jav")  # a float32 reader
+    reader = EncoderStateStore(tmp_path, encoder.model_name, max_length=64, encoder_dtype="bfloat16")
+    stored, _ = reader.get(TEXTS, "jav")
+    assert torch.equal(stored, half.encode(TEXTS, "jav")[0])
+    exact = precompute_encoder_states(encoder, TEXTS, "jav", tmp_path, show_progress=False)  # encoded again
+    assert torch.equal(exact.get(TEXTS, "jav")[0], encoder.encode(TEXTS, "jav")[0])
+    assert not torch.equal(exact.get(TEXTS, "jav")[0], stored)
