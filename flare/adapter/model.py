@@ -288,8 +288,7 @@ class FlareModel(PeftCitizen):
             source_keys = _repeat_rows(side.mask, batch)
         fused = fuse(fusion, bottleneck, target, index, target_keys, source_keys, self._decoder_only, module)
         if self.english_gates:
-            gate = 1 + GATE_SCALE * self.english_gates[_key(name)].to(target.dtype)
-            fused = target + gate * (fused - target)
+            fused = target + self._gate(name).to(target.dtype) * (fused - target)
         return torch.where(valid[..., None], fused, target)
 
     def _bottleneck(
@@ -329,6 +328,14 @@ class FlareModel(PeftCitizen):
                 valid = valid & _repeat_rows(side.mask, batch).gather(1, index).bool()
             side.pairs[key] = index, valid
         return side.pairs[key]
+
+    def _gate(self, name: str) -> torch.Tensor:
+        return 1 + GATE_SCALE * self.english_gates[_key(name)]
+
+    def english_gate_values(self) -> dict[str, float]:
+        """Each fused module's learned English gate g (1: plain FLARE, 0: the English side ignored);
+        empty without `english_gate`."""
+        return {name: float(self._gate(name)) for name in self.fused_modules} if self.english_gates else {}
 
     # ----------------------------------------------------------------- saving
 

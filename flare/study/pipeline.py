@@ -150,6 +150,8 @@ class Pipeline:
                          lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
+            if method.fused and (gates := list(model.english_gate_values().values())):  # where training left them
+                summary["english_gate"] = {"min": min(gates), "mean": sum(gates) / len(gates), "max": max(gates)}
             model.save_pretrained(run_dir / "adapter")
             write_atomically(trained, json.dumps(summary))
         predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)

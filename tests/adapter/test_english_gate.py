@@ -55,13 +55,15 @@ def test_the_gate_trains_and_survives_save_and_load(tmp_path):
     loaded = load_flare_model(tiny.llama(0), tmp_path)
     assert loaded.flare_config.english_gate
     assert [float(g) for g in loaded.english_gates.values()] == [0.25 * n for n in range(len(grads))]
+    assert list(loaded.english_gate_values()) == loaded.fused_modules
+    assert list(loaded.english_gate_values().values()) == [1 + GATE_SCALE * 0.25 * n for n in range(len(grads))]
     assert torch.equal(_logits(loaded), _logits(model))
     assert not any(g.requires_grad for g in loaded.english_gates.values())  # eval unless is_trainable
 
 
 def test_without_the_option_nothing_changes():
     model = _model(False)
-    assert len(model.english_gates) == 0
+    assert len(model.english_gates) == 0 and model.english_gate_values() == {}
     assert not any("english_gates" in key for key in model.flare_state_dict())
     copy.deepcopy(model)  # a plain FLARE adapter still deep-copies and saves as before
 

@@ -13,7 +13,7 @@ from flare.data.examples import Pair
 from flare.data.tasks import get_task
 from flare.study.pipeline import compare
 from flare.study.runs import plan
-from flare.study.settings import DataSettings, StageSettings, Study
+from flare.study.settings import AdapterSettings, DataSettings, StageSettings, Study
 from tiny_models import save_encoder
 
 
@@ -88,6 +88,16 @@ def test_a_reused_adapter_scores_as_the_freshly_trained_one(tiny_encoder, tmp_pa
         for s in (both, alone)
     )
     assert reused["metrics"] == fresh["metrics"]
+
+
+def test_a_gated_run_records_where_training_left_its_english_gates(tiny_encoder, tmp_path, data_dir):
+    study = _study(tiny_encoder, tmp_path / "s", data_dir, ["translate-train", "flare"], ["gold"], ["gold", "lexicon"])
+    study.adapter = AdapterSettings(english_gate=True)
+    records = {(r["method"], r["test_english"]): r for r in map(json.loads, compare(study).read_text().splitlines())}
+    gate = records["flare", "gold"]["english_gate"]
+    assert gate["min"] <= gate["mean"] <= gate["max"] and gate != {"min": 1.0, "mean": 1.0, "max": 1.0}  # trained
+    assert records["flare", "lexicon"]["english_gate"] == gate  # the reused adapter's
+    assert "english_gate" not in records["translate-train", None]  # LoRA has no English to gate
 
 
 def test_a_study_grows_by_english_sides(tiny_encoder, tmp_path, data_dir):
