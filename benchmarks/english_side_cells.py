@@ -51,6 +51,15 @@ def fmt(cell: Cell | None, **kwargs) -> str:
     return NOT_MEASURED if cell is None else cell.format(**kwargs)
 
 
+def record_languages(records: Sequence[Mapping]) -> list[str]:
+    return list(dict.fromkeys(r["language"] for r in records))
+
+
+def record_fusions(records: Sequence[Mapping]) -> list[str]:
+    """FLARE's fusions in the records (add_relu when there is no FLARE record)."""
+    return list(dict.fromkeys(r.get("fusion") for r in records if r["method"] == "flare")) or ["add_relu"]
+
+
 def row_key(record: Mapping) -> Key:
     """A record's row: the sides it does not read are None, a missing side it reads is gold."""
     method = record["method"]

@@ -38,10 +38,13 @@ from benchmarks.english_side_cells import (  # noqa: E402
     language_cell,
     margin_cells,
     matched,
+    record_fusions,
+    record_languages,
     row_key,
     row_name,
     table,
 )
+from benchmarks.english_side_remedies import gate_section, remedy_section  # noqa: E402
 from flare.errors import FlareError  # noqa: E402
 from flare.files import write_atomically  # noqa: E402
 from flare.study.report import load_results  # noqa: E402
@@ -52,17 +55,9 @@ STUDY_LANGUAGES = ("ace", "bbc", "jav", "nij", "sun")  # both studies' languages
 DEFAULT_OUT = ROOT / "benchmarks" / "results" / "english-sides"
 
 
-def _languages(records: Sequence[Mapping]) -> list[str]:
-    return list(dict.fromkeys(r["language"] for r in records))
-
-
-def _fusions(records: Sequence[Mapping]) -> list[str]:
-    return list(dict.fromkeys(r.get("fusion") for r in records if r["method"] == "flare")) or ["add_relu"]
-
-
 def _fused_methods(records: Sequence[Mapping]) -> list[tuple[str, str | None]]:
     """The methods that read an English side inside the model, as (method, fusion)."""
-    return [("input-fusion", None), *(("flare", f) for f in _fusions(records))]
+    return [("input-fusion", None), *(("flare", f) for f in record_fusions(records))]
 
 
 def _with_extra(expected: list[Key], rows: Mapping[Key, Values]) -> list[Key]:
@@ -78,7 +73,7 @@ def controls_keys(records: Sequence[Mapping]) -> list[Key]:
 
 
 def controls_section(records: Sequence[Mapping]) -> list[str]:
-    rows, languages = by_row(records), _languages(records)
+    rows, languages = by_row(records), record_languages(records)
     base = rows.get(BASELINE)
     body = []
     for key in controls_keys(records):
@@ -147,8 +142,8 @@ def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     """Per language, the margin over translate-train (LoRA) of the same study of the rows that answer
     the issue's two questions: is the gain the English information, and how much survives MT."""
     rows = {study: by_row(records) for study, records in studies.items()}
-    fusion = _fusions([r for records in studies.values() for r in records])[0]
-    languages = list(dict.fromkeys(lang for records in studies.values() for lang in _languages(records)))
+    fusion = record_fusions([r for records in studies.values() for r in records])[0]
+    languages = list(dict.fromkeys(lang for records in studies.values() for lang in record_languages(records)))
     lora = {study: found.get(BASELINE) or {} for study, found in rows.items()}
     body = []
     for study, key, label in HEADLINE:
@@ -175,7 +170,7 @@ def ladder_section(records: Sequence[Mapping], chrf: Mapping) -> list[str]:
     title = "## The noise ladder per language: margin over translate-train (LoRA), same side at train and test"
     if not records:
         return [title, "", NOT_MEASURED]
-    rows, languages = by_row(records), _languages(records)
+    rows, languages = by_row(records), record_languages(records)
     base = rows.get(BASELINE) or {}
     sides = [s for s in LADDER if s in realistic_sides(records)]
     body = []
@@ -184,7 +179,7 @@ def ladder_section(records: Sequence[Mapping], chrf: Mapping) -> list[str]:
         known = [x for x in scores if x is not None]
         body.append([side, "chrF vs gold English", *(NOT_MEASURED if x is None else f"{x:.1f}" for x in scores),
                      f"{math.fsum(known) / len(known):.1f}" if known else NOT_MEASURED])
-    keys = [*(("flare", f) for f in _fusions(records)), ("input-fusion", None), ("translate-test", None)]
+    keys = [*(("flare", f) for f in record_fusions(records)), ("input-fusion", None), ("translate-test", None)]
     for method, fusion in keys:
         # row_key drops a side the method does not read (translate-test trains without English)
         per_side = {side: rows.get(row_key({"method": method, "fusion": fusion, "train_english": side,
@@ -205,8 +200,8 @@ def fused_methods_section(records: Sequence[Mapping]) -> list[str]:
     """Input-level fusion minus FLARE, paired by (language, seed) on the same train and test sides: which
     of the two fused methods to use with a given English side."""
     title = "## Input-level fusion against FLARE, paired by (language, seed), same sides"
-    rows, languages, sides = by_row(records), _languages(records), realistic_sides(records)
-    fusion = _fusions(records)[0]
+    rows, languages, sides = by_row(records), record_languages(records), realistic_sides(records)
+    fusion = record_fusions(records)[0]
     body = []
     for train in sides:
         for test in sides:
@@ -218,30 +213,6 @@ def fused_methods_section(records: Sequence[Mapping]) -> list[str]:
         return [title, "", NOT_MEASURED]
     return [title, "", *table(["English sides", *languages, "avg"], body), "",
             f"Input-level fusion's score minus FLARE ({fusion})'s, on the runs both have; ± as in the margins."]
-
-
-def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated: Sequence[Mapping],
-                   test: str = "lexicon") -> list[str]:
-    """FLARE scored with the machine English `test` side, trained on gold, on that side, on a mix, with
-    and without the learned English gate: the realistic study's rows and the remedy studies' rows
-    (all from one stage-1 model), each beside translate-train (LoRA) of the realistic study."""
-    plain, mix, gate = by_row(realistic), by_row(mixed), by_row(gated)
-    base = plain.get(BASELINE)
-    fusion = _fusions([*realistic, *mixed, *gated])[0]
-    languages = list(dict.fromkeys([*_languages(realistic), *_languages(mixed), *_languages(gated)]))
-    rows = [("translate-train (LoRA), no English", base)]
-    for name, source in (("FLARE", {**plain, **mix}), ("FLARE, English gate", gate)):
-        for train in ("gold", "lexicon", "mix-lexicon"):
-            rows.append((f"{name} [train {train}, test {test}]", source.get(("flare", fusion, train, test))))
-    body = [[label, *(fmt(language_cell(v or {}, lang), count_languages=False) for lang in languages),
-             fmt(average(v or {})), "reference" if v is base else fmt(difference(v, base), signed=True)]
-            for label, v in rows]
-    return [f"## Remedies for a machine-made English side (test side: {test})", "",
-            *table(["run", *languages, "avg", "Δ vs translate-train (LoRA)"], body), "",
-            "Mixed training: half the training examples with lexicon-MT English, half gold "
-            "(benchmarks/reproduce/nusax-remedy.yaml); the gate: one learned scalar per fused module scaling the "
-            "English side's change (adapter.english_gate, benchmarks/reproduce/nusax-remedy-gate.yaml). Δ paired "
-            "by (language, seed) as above."]
 
 
 def wall_time_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
@@ -354,7 +325,7 @@ def _load(path: Path, name: str) -> tuple[list[dict], str]:
         return [], f"{name}: {path} does not exist yet: every cell is {NOT_MEASURED}"
     records = load_results(path)
     seeds = sorted({r["seed"] for r in records})
-    return records, f"{name}: {path}: {len(records)} records, languages {_languages(records)}, seeds {seeds}"
+    return records, f"{name}: {path}: {len(records)} records, languages {record_languages(records)}, seeds {seeds}"
 
 
 def main(argv: Sequence[str] | None = None) -> str:
@@ -375,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> str:
     mixed, mixed_note = _load(args.remedy, "remedy (mixed English)")
     gated, gated_note = _load(args.remedy_gate, "remedy (English gate)")
     studies = {"controls": controls, "realistic": realistic, "remedy": mixed, "remedy-gate": gated}
-    languages = list(dict.fromkeys([*STUDY_LANGUAGES, *_languages([*controls, *realistic])]))
+    languages = list(dict.fromkeys([*STUDY_LANGUAGES, *record_languages([*controls, *realistic])]))
     sides = list(dict.fromkeys([*CONTROL_SIDES, *realistic_sides(realistic)]))
     chrf, chrf_notes = load_chrf(args.out, args.chrf, languages, sides, args.seed, args.split, args.data_dir)
     points = margin_points({"controls": controls, "realistic": realistic}, chrf)
@@ -387,7 +358,8 @@ def main(argv: Sequence[str] | None = None) -> str:
              *controls_section(controls), "", *realistic_section(realistic), "",
              *ladder_section(realistic, chrf), "",
              *fused_methods_section(realistic), "",
-             *remedy_section(realistic, mixed, gated), "", *points_section(points), "",
+             *remedy_section(realistic, mixed, gated), "", *gate_section(realistic, mixed, gated), "",
+             *points_section(points), "",
              *wall_time_section(studies), ""]
     text = "\n".join(lines)
     write_atomically(args.out / "report.md", text)

@@ -147,6 +147,33 @@ def test_remedy_rows_pair_with_the_realistic_lora():
     assert delta["FLARE, English gate [train lexicon, test lexicon]"] == esr.NOT_MEASURED
 
 
+def test_the_gate_pairs_with_plain_flare_of_the_same_sides_and_reports_its_values():
+    def gated(language, score, train, low, mean, high):
+        return {**record("flare", language, 1, score, train=train, test="lexicon", fusion="add_relu"),
+                "english_gate": {"min": low, "mean": mean, "max": high}}
+
+    realistic = [record("flare", "jav", 1, 72.0, train="gold", test="lexicon", fusion="add_relu"),
+                 record("flare", "sun", 1, 64.0, train="gold", test="lexicon", fusion="add_relu"),
+                 record("flare", "sun", 1, 61.0, train="lexicon", test="lexicon", fusion="add_relu")]
+    mixed = [record("flare", "jav", 1, 75.0, train="mix-lexicon", test="lexicon", fusion="add_relu")]
+    gates = [gated("jav", 70.0, "gold", 0.5, 1.2, 2.0), gated("sun", 65.0, "gold", 0.8, 1.6, 3.0),
+             gated("jav", 77.0, "mix-lexicon", 0.9, 1.1, 1.3),
+             record("flare", "sun", 1, 60.0, train="lexicon", test="lexicon", fusion="add_relu")]  # no gate values
+    lines = esr.gate_section(realistic, mixed, gates)
+    rows = {line.split(" | ")[0].removeprefix("| "): line.removesuffix(" |").split(" | ")[1:]
+            for line in lines if line.startswith("| ")}
+    gold = [70.0 - 72.0, 65.0 - 64.0]
+    assert rows["train gold, test lexicon"] == [
+        f"{gold[0]:+.1f} (1s)", f"{gold[1]:+.1f} (1s)",
+        f"{statistics.mean(gold):+.1f} ± {half_width(gold):.1f} (1s/2l)",
+        f"0.50 to 3.00, mean {(1.2 + 1.6) / 2:.2f} (2 runs)"]
+    mix = rows["train mix-lexicon, test lexicon"]
+    assert mix[-2:] == [f"{77.0 - 75.0:+.1f} (1s/1l)", "0.90 to 1.30, mean 1.10 (1 run)"]
+    assert rows["train lexicon, test lexicon"][-1] == esr.NOT_MEASURED
+    assert not any(name.endswith("test gold") for name in rows)  # no gated run was scored on gold
+    assert esr.gate_section(realistic, mixed, [])[-1] == esr.NOT_MEASURED
+
+
 def test_headline_pairs_each_language_with_its_own_study_lora():
     controls = [record("translate-train", "ace", 1, 70.0), record("translate-train", "ace", 2, 74.0),
                 record("translate-train", "jav", 1, 60.0),
