@@ -33,8 +33,8 @@ def remedy_section(realistic: Sequence[Mapping], mixed: Sequence[Mapping], gated
     (all from one stage-1 model), each beside translate-train (LoRA) of the realistic study."""
     plain, mix, gate = by_row(realistic), by_row(mixed), by_row(gated)
     base = plain.get(BASELINE)
-    fusion = record_fusions([*realistic, *mixed, *gated])[0]
-    languages = list(dict.fromkeys([*record_languages(realistic), *record_languages(mixed), *record_languages(gated)]))
+    every = [*realistic, *mixed, *gated]
+    fusion, languages = record_fusions(every)[0], record_languages(every)
     rows = [("translate-train (LoRA), no English", base)]
     for name, source in (("FLARE", {**plain, **mix}), ("FLARE, English gate", gate)):
         for train in TRAIN_SIDES:

@@ -142,8 +142,8 @@ def headline_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
     """Per language, the margin over translate-train (LoRA) of the same study of the rows that answer
     the issue's two questions: is the gain the English information, and how much survives MT."""
     rows = {study: by_row(records) for study, records in studies.items()}
-    fusion = record_fusions([r for records in studies.values() for r in records])[0]
-    languages = list(dict.fromkeys(lang for records in studies.values() for lang in record_languages(records)))
+    every = [r for records in studies.values() for r in records]
+    fusion, languages = record_fusions(every)[0], record_languages(every)
     lora = {study: found.get(BASELINE) or {} for study, found in rows.items()}
     body = []
     for study, key, label in HEADLINE:
