@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bad_inputs_round2 import ROUND2
+from hostile_input_cases import HOSTILE_CASES
 
 from flare.cli import main
 from flare.data.tasks import get_task
@@ -331,7 +331,7 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: _python(load_study, c.file("s.yaml", f"model: {PAYLOAD.format(c.tmp)}\n"))),
     ("report-python-missing", "python", r"results file .*missing.jsonl does not exist",
      lambda c: _python(report, c.tmp / "missing.jsonl")),
-    *ROUND2,
+    *HOSTILE_CASES,
 ]
 
 

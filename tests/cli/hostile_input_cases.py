@@ -110,7 +110,7 @@ def _adapter_config(c) -> list[str]:
     return args
 
 
-ROUND2 = [
+HOSTILE_CASES = [
     # every setting checked before any work, the constraint declared with its type
     ("gradient-accumulation-zero", "compare", r"stage1.gradient_accumulation: 0 is out of range \(must be >= 1\)",
      _settings(stage1={"gradient_accumulation": 0})),
