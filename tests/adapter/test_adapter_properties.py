@@ -27,7 +27,11 @@ def llama_4bit():
     quantization = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.float32
     )
-    return LlamaForCausalLM.from_pretrained(path, quantization_config=quantization, device_map="cpu").eval()
+    model = LlamaForCausalLM.from_pretrained(path, quantization_config=quantization, device_map="cpu").eval()
+    # seeded like every tiny builder: loaded from disk, the adapter's initial weights would otherwise
+    # follow whatever test ran before, and the 4-bit model's float error varies with them
+    torch.manual_seed(0)
+    return model
 
 
 DECODERS = {"llama": tiny.llama, "gemma2": tiny.gemma2, "qwen2": tiny.qwen2, "llama4bit": llama_4bit}
@@ -43,9 +47,6 @@ def close(actual: torch.Tensor, expected: torch.Tensor) -> None:
 
 
 def build(arch: str, fusion: str, **config):
-    # seeded: the weights would otherwise follow the global RNG, i.e. whatever ran before (hypothesis
-    # draws vary per run), and the 4-bit model's float error varies with its weights
-    torch.manual_seed(0)
     heads = 2 if fusion.startswith("cross_attention") else 1
     model = get_flare_model(ARCHS[arch](), FlareConfig(fusion=fusion, cross_attention_heads=heads, **config)).eval()
     tiny.randomize_lora_B(model, std=0.5)
