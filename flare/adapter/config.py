@@ -70,8 +70,9 @@ class FlareConfig:
         english_gate: learn one gate per fused module (starting at 1, plain FLARE) that scales how
             much the English side changes the target's bottleneck: T + g (phi(S, T) - T), with
             g = 1 + 64 theta so that it can move at LoRA learning rates. Meant for a poor English
-            side (machine translation), which training can then turn down. Experimental: see the
-            NusaX remedy study in BENCHMARKS.md.
+            side (machine translation), which training can then turn down. Experimental and not
+            recommended: on NusaX with a word-by-word MT it gave no gain over plain FLARE and
+            training turned the gates up, not down (BENCHMARKS.md, issue 18); kept to reproduce that.
         modules_to_save: extra modules trained in full and saved with the adapter (task heads).
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """

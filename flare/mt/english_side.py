@@ -16,8 +16,8 @@ and the fusion contribute (the controls), and show what survives a realistic Eng
   (:mod:`flare.mt.lexicon`);
 * ``mix-lexicon`` / ``mix-noise50``: half of the examples (fixed per seed and example) with that
   side, the others gold: training on both teaches a model not to trust the English blindly, for a
-  test-time English that is machine made (issue 18's remedy; experimental: no measured gain yet,
-  see BENCHMARKS.md).
+  test-time English that is machine made (issue 18's remedy; experimental and not recommended:
+  with the lexicon MT at test time it gave no measurable gain over gold training, BENCHMARKS.md).
 
 Every variant is a pure function of the pairs (and the seed): it returns new pairs and changes
 only the text fields of the English side; ids and labels stay those of the pair.
