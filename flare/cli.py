@@ -140,22 +140,43 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
             refusing to write the file.
     """
     from flare.data.tasks import get_task
+    from flare.mt.languages import same_language
     from flare.mt.translate import translate_dataset
 
-    rows = get_task(task).load(split, src_lang, data_dir)
+    spec = get_task(task)
+    # the task's own spelling ("en" is NusaX's "eng"): a study looks for <src>-<tgt> in the task's codes
+    src_lang, tgt_lang = (same_language(code, [*spec.languages, spec.source_language]) for code in (src_lang, tgt_lang))
+    rows = spec.load(split, src_lang, data_dir)
     if model == "nusax-lexicon":
         from flare.mt.lexicon import translate_with_lexicon
 
         return str(translate_with_lexicon(
-            rows, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
+            rows, src_lang=src_lang, tgt_lang=tgt_lang, task=spec.name, split=split,
             translations_dir=translations_dir, data_dir=data_dir,
         ).output_path)
     result = translate_dataset(
-        rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=get_task(task).name, split=split,
+        rows, model=model, src_lang=src_lang, tgt_lang=tgt_lang, task=spec.name, split=split,
         translations_dir=translations_dir, language_map=language_map, batch_size=batch_size,
         num_beams=num_beams, max_input_length=max_input_length, device=device, dtype=dtype, allow_empty=allow_empty,
     )
     return str(result.output_path)
+
+
+def download(data_dir: str, tasks: list[Literal["nusax", "xnli", "tydiqa"]] | None = None,
+             languages: list[str] | None = None) -> str:
+    """Fetch NusaX, XNLI and TyDiQA-GoldP from the Hugging Face Hub into a datasets folder, in the
+    layout the commands read (point FLARE_DATA_DIR or data.data_dir at it). Files already there
+    are kept, so an interrupted download continues.
+
+    Args:
+        data_dir: the datasets folder to fill.
+        tasks: which tasks (default: all three).
+        languages: only these languages (default: every language of each task).
+    """
+    from flare.data.download import TASKS
+    from flare.data.download import download as fetch
+
+    return str(fetch(data_dir, tasks or TASKS, languages))
 
 
 def report(results: str, out_dir: str | None = None, against: list[str] | str | None = None) -> dict:
@@ -217,7 +238,7 @@ def _lines(value: str) -> list[str]:
 
 COMMANDS = {
     "compare": compare, "train": train, "evaluate": evaluate,
-    "translate": translate, "report": report, "predict": predict,
+    "translate": translate, "report": report, "predict": predict, "download": download,
 }
 STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
 SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/seed of their own

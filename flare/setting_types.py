@@ -111,6 +111,8 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
             if value in typing.get_args(option):
                 return check_type(value, option, name)
             continue
+        if base is str and isinstance(value, str) and "\x00" in value:  # no path, name or id holds one
+            raise FlareError(f"{name}: {_short(value)} contains a NUL character")
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise FlareError(f"{name}: {value!r} is not a finite number")

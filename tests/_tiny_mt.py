@@ -11,20 +11,16 @@ import csv
 import json
 from pathlib import Path
 
+from flare.data.locations import BUNDLED_DATA_DIR
 from flare.mt.languages import LANGUAGES
 
 # Every FLORES code of the project table, plus one the table does not use (for override tests).
 DEFAULT_LANGUAGE_CODES = sorted({entry.flores for entry in LANGUAGES.values() if entry.flores} | {"zsm_Latn"})
 
-_FALLBACK = [
-    "The cat sat on the mat.", "Aku seneng banget karo panganan iki.", "Saya suka sekali makanan ini.",
-    "Abdi resep pisan kana kadaharan ieu.", "He said he would come home tomorrow.",
-    "Rotine enak lan regane uga mirah.", "Pelayanannya lambat dan makanannya dingin.",
-]
-
-
 def training_sentences(data_dir: Path | None, limit: int = 150) -> list[str]:
-    """A few hundred sentences from NusaX (eng, jav, ind, sun) and XNLI en, or a built-in fallback."""
+    """A few hundred sentences from NusaX (eng, jav, ind, sun) and XNLI en; without the datasets
+    folder, the English and Javanese NusaX slice bundled in the package (a tokenizer trained on a
+    handful of sentences has too few pieces, and the tiny model then emits only empty strings)."""
     sentences: list[str] = []
     table = Path(data_dir) / "nusax-mt" / "train.csv" if data_dir else None
     if table is not None and table.is_file():
@@ -37,7 +33,12 @@ def training_sentences(data_dir: Path | None, limit: int = 150) -> list[str]:
     if xnli is not None and xnli.is_file():
         with open(xnli, encoding="utf-8") as handle:
             sentences += [line.split("\t")[0] for _, line in zip(range(limit), handle)]
-    return sentences or _FALLBACK * 20
+    if sentences:
+        return sentences
+    for language in ("eng", "jav"):
+        with open(BUNDLED_DATA_DIR / "nusax-senti" / language / "train.csv", encoding="utf-8") as handle:
+            sentences += [row["text"] for _, row in zip(range(2 * limit), csv.DictReader(handle))]
+    return sentences
 
 
 def _train_spm(spm_dir: Path, data_dir: Path | None, vocab_size: int) -> Path:

@@ -1,13 +1,15 @@
-"""Shared fixtures. Tests read the real datasets from ../shared/data unless FLARE_DATA_DIR says otherwise."""
+"""Shared fixtures. Tests read the real datasets where the commands do (flare/data/locations.py):
+FLARE_DATA_DIR, else ../shared/data beside the clone; without either, the tests that need them skip."""
 
-import os
 from pathlib import Path
 
 import pytest
 import torch
 
+from flare.data.locations import HOW_TO_SET, checkout_data_dir, default_data_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = Path(os.environ.get("FLARE_DATA_DIR", REPO_ROOT.parent / "shared" / "data"))
+DATA_DIR = default_data_dir() or checkout_data_dir() or REPO_ROOT.parent / "shared" / "data"
 
 # Two cores on CI: more threads than cores only adds contention.
 torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -26,7 +28,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not DATA_DIR.is_dir():
-        pytest.skip(f"datasets not found at {DATA_DIR}")
+        pytest.skip(f"datasets not found at {DATA_DIR}: {HOW_TO_SET}")
     return DATA_DIR
 
 import sys  # noqa: E402

@@ -6,10 +6,14 @@ rows go through the same validation as local files, so both sources give identic
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import urlparse
 
 from flare.data.examples import Example, LoadStats, check_answers, label_index, require_text
+from flare.data.locations import HOW_TO_SET
 from flare.errors import FlareError
 
 # Our split names -> the Hub's split names.
@@ -22,7 +26,21 @@ TYDIQA_PREFIX = {
 }
 
 
+def check_hub_reachable(what: str) -> None:
+    """Fail at once, naming FLARE_DATA_DIR, when the Hub's host does not even resolve: the Hub
+    client would otherwise retry for half a minute before failing the same way. Skipped where a
+    proxy resolves names or the Hub is used offline from its cache."""
+    if any(os.environ.get(name) for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy")):
+        return
+    host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        raise FlareError(f"{what}: not on disk, and the Hugging Face Hub ({host}) cannot be reached; {HOW_TO_SET}") from None
+
+
 def _load(path: str, config: str | None, split: str):
+    check_hub_reachable(f"the Hub dataset {path}/{config} split {split}")
     try:
         from datasets import load_dataset
 
@@ -30,7 +48,7 @@ def _load(path: str, config: str | None, split: str):
     except Exception as err:  # any Hub/network failure becomes one clear line
         raise FlareError(
             f"local files missing and the Hub dataset {path}/{config} split {split} could not be loaded: "
-            f"{type(err).__name__}"
+            f"{type(err).__name__}; {HOW_TO_SET}"
         ) from None
 
 

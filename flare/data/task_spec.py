@@ -22,10 +22,10 @@ from flare.data.examples import (
     read_squad_json,
     read_xnli_tsv,
 )
+from flare.data.locations import DATA_DIR_ENV
 from flare.data.parallel_data import pair_gold, pair_machine, read_translations, translation_path
 from flare.errors import FlareError
 
-DATA_DIR_ENV = "FLARE_DATA_DIR"
 QA_METRICS = ["exact_match", "f1", "exact_match_paper_compat"]
 
 

@@ -137,3 +137,14 @@ def m2m100_tag(flores: str) -> str:
     if tag is None:
         raise FlareError(f"M2M100 has no language tag for {flores!r}; use an NLLB-200 checkpoint")
     return tag
+
+
+def same_language(code: str, known: list[str] | tuple[str, ...]) -> str:
+    """`code` spelled as in `known` (a task's codes): `en` is NusaX's `eng` and `eng` is XNLI's
+    `en`, since both name English (FLORES eng_Latn). A code `known` already has, or one with no
+    counterpart there, comes back as it is."""
+    if code in known:
+        return code
+    flores = LANGUAGES[code].flores if code in LANGUAGES else code if _FLORES_PATTERN.match(code) else None
+    matches = [other for other in known if flores is not None and other in LANGUAGES and LANGUAGES[other].flores == flores]
+    return matches[0] if len(matches) == 1 else code

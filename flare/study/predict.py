@@ -10,6 +10,7 @@ from flare.adapter.io import check_adapter_dir
 from flare.data.examples import Example, Pair, require_text, visible
 from flare.data.tasks import get_task
 from flare.errors import FlareError
+from flare.hf.checks import check_weights
 from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
@@ -87,7 +88,10 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     adapter = run.folder(out) / "adapter"
     if trains:
         check_adapter_dir(adapter)  # a missing, pickled or truncated adapter fails before the base loads
-    backbone, tokenizer, family = load_backbone(stage1_source(study), task, placement=placement, family=study.family)
+    base = stage1_source(study)
+    if Path(base).is_dir():
+        check_weights(Path(base))  # so does a truncated stage-1 model (evaluate's plan checks it the same way)
+    backbone, tokenizer, family = load_backbone(base, task, placement=placement, family=study.family)
     model = backbone
     if trains:
         try:

@@ -143,6 +143,13 @@ class Case:
         config.save_pretrained(self.tmp / "gpt2")
         return str(self.tmp / "gpt2")
 
+    def truncated_stage1(self) -> list[str]:
+        """`flare predict` on a study whose stage-1 model.safetensors was cut short (a copy interrupted)."""
+        args = self.predict("--text", "apik", "--english", "good")
+        path = self.tmp / "study/stage1/model/model.safetensors"
+        path.write_bytes(path.read_bytes()[:1000])
+        return args
+
     def bad_adapter(self, how: str) -> list[str]:
         """`flare predict` with the run's adapter replaced by a pickle, truncated, or saved for a wider base."""
         from safetensors.torch import load_file
@@ -203,6 +210,10 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     # study YAML and settings (compare, train, evaluate)
     ("yaml-malformed", "compare", r"s.yaml: line 3 is not valid YAML \(expected ',' or ']'",
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\nlanguages: [jav\n"))]),
+    ("yaml-nul-character", "compare", r"output_dir: 'out\\x00x' contains a NUL character",
+     lambda c: ["compare", str(c.file("s.yaml", 'task: nusax\noutput_dir: "out\\u0000x"\n'))]),
+    ("yaml-raw-nul-byte", "compare", r"s.yaml: line 2 is not valid YAML \(.*NUL",
+     lambda c: ["compare", str(c.file("s.yaml", b"task: nusax\noutput_dir: out\x00x\n"))]),
     ("yaml-utf16", "compare", r"is UTF-16 text",
      lambda c: ["compare", str(c.file("s.yaml", "task: nusax\n".encode("utf-16")))]),
     ("study-resumed-with-other-settings", "compare", r"holds runs made with other settings: stage1.learning_rate: "
@@ -267,6 +278,8 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: c.bad_adapter("truncate")),
     ("predict-adapter-of-another-base", "predict", r"cannot load the adapter in .*size mismatch",
      lambda c: c.bad_adapter("wide")),
+    ("predict-truncated-stage1-model", "predict", r"stage1/model/model.safetensors: not a readable safetensors file",
+     lambda c: c.truncated_stage1()),
     ("predict-whitespace-text", "predict", r"input 0: field 'text' is empty",
      lambda c: c.predict("--text", "   ", "--english", "good")),
     ("predict-latin1-file", "predict", r"not UTF-8 text",
