@@ -23,6 +23,8 @@ _LAZY = {
     "load_flare_model": "flare.adapter",
     "SourceCollator": "flare.adapter",
     "pairs_from_dataset": "flare.data.dataset_pairs",
+    "task_from_dict": "flare.data.custom_task",
+    "classification_metrics": "flare.hf.metrics",
 }
 
 __all__ = ["FlareError", "__version__", *_LAZY]

@@ -347,6 +347,31 @@ def _close_progress_bars() -> None:
         bar.close()
 
 
+def parse_command(argv: list[str]) -> tuple[str, dict]:
+    """The command's name and its checked arguments (a study's settings validated into `study`),
+    before any work: what `main` runs, and what a test of the README's command lines checks."""
+    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
+    # `flare compare study.yaml ...`: a YAML right after a study command is its --config
+    if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")) and argv[1] != "--config":
+        argv[1:2] = ["--config", argv[1]]
+    for flag, value in itertools.pairwise(argv):
+        if flag == "--config":
+            _check_config(value)
+    from jsonargparse import set_loader
+
+    from flare.study.settings import Study, from_dict
+
+    set_loader("yaml", _yaml_value, exceptions=(FlareError,))
+    args = _parser().parse_args(argv).as_dict()
+    name = args.pop("command")
+    values = args.pop(name)
+    values.pop("config", None)
+    if name in STUDY_COMMANDS:
+        fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
+        values["study"] = from_dict(Study, fields).validate()
+    return name, values
+
+
 def main(argv: list[str] | None = None) -> int:
     # A parent that had SIGINT blocked (some multiprocessing helpers block it while they fork) passes
     # the mask on through exec, and Ctrl-C would then be held pending until the study ended.
@@ -354,31 +379,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("FLARE_DEBUG") == "1"
     argv = [a for a in argv if a != "--debug"]
-    argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
-    # `flare compare study.yaml ...`: a YAML right after a study command is its --config
-    if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")) and argv[1] != "--config":
-        argv[1:2] = ["--config", argv[1]]
     try:
-        for flag, value in itertools.pairwise(argv):
-            if flag == "--config":
-                _check_config(value)
-        from jsonargparse import set_loader
-
-        from flare.study.settings import Study, from_dict
-
-        set_loader("yaml", _yaml_value, exceptions=(FlareError,))
-        parser = _parser()
         if not argv or argv[0] in ("-h", "--help"):
-            parser.print_help()
+            _parser().print_help()
             return 0
-        args = parser.parse_args(argv).as_dict()
-        name = args.pop("command")
-        values = args.pop(name)
-        values.pop("config", None)
+        name, values = parse_command(argv)
         function = COMMANDS[name]
-        if name in STUDY_COMMANDS:
-            fields = {k: values.pop(k) for k in list(values) if k in Study.__dataclass_fields__}
-            values["study"] = from_dict(Study, fields).validate()
         if name != "report":  # torch and transformers load only now: `--help`, errors and reports stay fast
             from flare.study.pipeline import quiet_libraries
 

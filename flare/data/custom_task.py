@@ -130,13 +130,24 @@ def task_from_yaml(path: Path) -> Task:
     spec = load_yaml(read_text(path), where)
     if not isinstance(spec, dict):
         raise FlareError(f"{where}: a task file must be a YAML mapping")
+    return task_from_dict(spec, path.parent, where, needs_data=True)
+
+
+def task_from_dict(spec: dict[str, Any], folder: str | Path = ".", where: str = "task", needs_data: bool = False) -> Task:
+    """A task from the keys of a task YAML (examples/tasks/): `name`, `type`, `languages`, `labels`,
+    ... In Python, `files` and `dataset` may both be left out: such a task describes your data
+    (labels, text fields, prompts) for `PairFormatter` and `pairs_from_dataset`, and reads no split.
+    Relative files are found from `folder`."""
+    if not isinstance(spec, dict):
+        raise FlareError(f"{where}: a task must be a mapping of task keys, got {type(spec).__name__}")
+    path = Path(folder) / "task.yaml"  # files, scripts and metrics are found beside it
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise FlareError(f"{where}: unknown key(s) {', '.join(unknown)}")
     for key in ("name", "type", "languages"):
         if key not in spec:
             raise FlareError(f"{where}: missing required key '{key}'")
-    if ("files" in spec) == ("dataset" in spec):
+    if ("files" in spec and "dataset" in spec) or (needs_data and "files" not in spec and "dataset" not in spec):
         raise FlareError(
             f"{where}: give 'files' (local files) or 'dataset' (datasets.load_dataset arguments), one of them"
         )
@@ -180,7 +191,10 @@ def task_from_yaml(path: Path) -> Task:
             raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")
     dataset = _dataset(spec["dataset"], path.parent, where) if "dataset" in spec else None
     # with a dataset, the pattern only lays out which splits exist per language
-    files, splits = _files(spec.get("files", "{language}/{split}"), spec.get("splits"), languages, path.parent, where)
+    if "files" in spec or dataset is not None:
+        files, splits = _files(spec.get("files", "{language}/{split}"), spec.get("splits"), languages, path.parent, where)
+    else:  # described in Python: no split to read
+        files, splits = {}, {language: [] for language in languages}
     if dataset is not None:
         files = {}
     metrics = _METRICS[task_type] if "metrics" not in spec else _str_list(spec["metrics"], where, "metrics")

@@ -71,18 +71,19 @@ def render(task: Task, examples: Sequence[Example]) -> str:
 
 def plan(tasks: Sequence[str], languages: Sequence[str] | None) -> list[tuple[Task, str, str]]:
     """(task, split, language) of every file to fetch; unknown names are refused before any download."""
-    chosen = []
-    for name in tasks:
-        if name not in BUILTIN_TASKS:
-            raise FlareError(f"download: unknown task {name!r}; choose from {', '.join(TASKS)}")
-        task = get_task(name)
-        wanted = task.languages if not languages else [lang for lang in languages if lang in task.languages]
-        if languages and not wanted:
-            raise FlareError(f"download: {name} has none of the languages {', '.join(languages)}")
-        chosen += [(task, split, lang) for lang in wanted for split in task.splits[lang]]
-    unknown = [lang for lang in languages or () if not any(lang in get_task(n).languages for n in tasks)]
+    unknown = [name for name in tasks if name not in BUILTIN_TASKS]
     if unknown:
-        raise FlareError(f"download: language {unknown[0]!r} is in none of the tasks {', '.join(tasks)}")
+        raise FlareError(f"download: unknown task {unknown[0]!r}; choose from {', '.join(TASKS)}")
+    specs = [get_task(name) for name in tasks]
+    stray = [lang for lang in languages or () if not any(lang in task.languages for task in specs)]
+    if stray:
+        raise FlareError(f"download: language {stray[0]!r} is in none of the tasks {', '.join(tasks)}")
+    chosen = []
+    for task in specs:
+        wanted = [lang for lang in languages if lang in task.languages] if languages else task.languages
+        if not wanted:
+            raise FlareError(f"download: {task.name} has none of the languages {', '.join(languages or ())}")
+        chosen += [(task, split, lang) for lang in wanted for split in task.splits[lang]]
     return chosen
 
 

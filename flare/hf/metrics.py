@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 from statistics import mean
 from typing import Any
 
+import numpy as np
+
 from flare.errors import FlareError
 
 _PUNCTUATION = set(string.punctuation)
@@ -51,6 +53,18 @@ def macro_f1(
         fn = sum(r == c and p != c for p, r in zip(predictions, references))
         scores.append(2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0)
     return 100.0 * mean(scores)
+
+
+def classification_metrics(eval_prediction: Any) -> dict[str, float]:
+    """`compute_metrics` for `transformers.Trainer` on a classification head: accuracy and macro-F1
+    (percent) of the arg-max class. Takes Trainer's `EvalPrediction` (or a (logits, labels) pair);
+    label -100 marks a row to leave out, as in Trainer's own losses."""
+    logits, labels = eval_prediction[0], eval_prediction[1]
+    logits = logits[0] if isinstance(logits, tuple) else logits  # models that return more than logits
+    predictions, labels = np.asarray(logits).argmax(-1).reshape(-1), np.asarray(labels).reshape(-1)
+    kept = labels != -100
+    predicted, gold = predictions[kept].tolist(), labels[kept].tolist()
+    return {"accuracy": accuracy(predicted, gold), "macro_f1": macro_f1(predicted, gold)}
 
 
 # --- SQuAD v1.1 ---------------------------------------------------------------------------------

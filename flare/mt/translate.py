@@ -24,11 +24,12 @@ from typing import Any, Protocol
 from flare import extras
 from flare.data.examples import require_text, visible
 from flare.data.parallel_data import translation_path
+from flare.data.tasks import BUILTIN_TASKS, get_task
 from flare.errors import FlareError, first_line
 from flare.files import write_atomically
 from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.cache import TranslationCache
-from flare.mt.languages import flores_code, flores_codes, m2m100_tag
+from flare.mt.languages import flores_code, flores_codes, m2m100_tag, same_language
 from flare.mt.projection import DROP_ANSWER_NOT_IN_CONTEXT, MARKER, mark_answer, unmark_answer
 
 TRANSLATABLE_FIELDS = ("premise", "hypothesis", "text", "question", "context")
@@ -280,7 +281,9 @@ def translate_dataset(
             ``.id``, ``.fields`` and optionally ``.answers`` (e.g. ``flare.data.tasks.Example``).
         model: M2M100/NLLB checkpoint, a local directory or a hub id (e.g. ``facebook/nllb-200-3.3B``).
         src_lang, tgt_lang: project language codes (``en``, ``sw``, ``eng``, ``jav``...): ``en`` ->
-            target for translate-train data, target -> ``en`` for translate-test data.
+            target for translate-train data, target -> ``en`` for translate-test data. For a built-in
+            task they are spelled as the task spells them (NusaX's English is ``eng``, so ``en`` names
+            the file ``jav-eng.jsonl`` that a study reads).
         task, split: name the output folder ``<translations_dir>/<task>/<split>/``.
         translations_dir: root folder of the translation files.
         fields: fields to translate; default: every one of premise, hypothesis, text, question and
@@ -304,6 +307,9 @@ def translate_dataset(
     the translation (see :mod:`flare.mt.projection`); rows whose answer is lost are left out and counted
     by reason in the meta file.
     """
+    if task in BUILTIN_TASKS:  # the task's own spelling ("en" is NusaX's "eng"): studies look for that file
+        spec = get_task(task)
+        src_lang, tgt_lang = (same_language(code, [*spec.languages, spec.source_language]) for code in (src_lang, tgt_lang))
     codes = flores_codes([src_lang, tgt_lang], language_map)
     if batch_size < 1:
         raise FlareError(f"batch_size: {batch_size} must be at least 1")

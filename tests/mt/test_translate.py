@@ -61,17 +61,17 @@ def _run(rows, model, out: Path, **kwargs):
 
 def test_writes_jsonl_and_meta_then_rerun_hits_cache_only(tiny_model, jav_rows, tmp_path, generate_calls):
     result = _run(jav_rows, tiny_model, tmp_path)
-    assert result.output_path == tmp_path / "nusax" / "test" / "jav-en.jsonl"
+    assert result.output_path == tmp_path / "nusax" / "test" / "jav-eng.jsonl"  # "en" in NusaX's spelling
     rows = read_translations(result.output_path)
     meta = json.loads(result.meta_path.read_text())
     kept = {row["id"] for row in rows}
     assert [row["id"] for row in rows] == [row["id"] for row in jav_rows if row["id"] in kept]
-    assert meta["dropped"]["en"].get("empty_translation", 0) == len(jav_rows) - len(rows) < len(jav_rows)
+    assert meta["dropped"]["eng"].get("empty_translation", 0) == len(jav_rows) - len(rows) < len(jav_rows)
     assert all(set(row) == {"id", "text"} and row["text"].strip() for row in rows)
     by_id = {row["id"]: row["text"] for row in rows}
     for copy, original in (("dup0", "r0"), ("dup1", "r3")):  # one translation per unique text
         assert by_id.get(copy) == by_id.get(original)
-    assert meta["language_codes"] == {"jav": "jav_Latn", "en": "eng_Latn"}
+    assert meta["language_codes"] == {"jav": "jav_Latn", "eng": "eng_Latn"}
     assert meta["counts"]["unique_texts"] == 12 and meta["counts"]["translated"] == 12
     assert meta["counts"]["from_cache"] == 0
     assert sum(generate_calls) == 12 and len(generate_calls) == 3  # duplicates translated once
@@ -99,7 +99,7 @@ def test_interrupted_run_resumes_and_matches_uninterrupted_run(tiny_model, jav_r
     monkeypatch.setattr(M2M100ForConditionalGeneration, "generate", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         _run(jav_rows, tiny_model, tmp_path / "resumed")
-    assert not translation_path(tmp_path / "resumed", "nusax", "test", "jav", "en").exists()
+    assert not translation_path(tmp_path / "resumed", "nusax", "test", "jav", "eng").exists()
     with sqlite3.connect(tmp_path / "resumed" / "translation_cache.sqlite") as db:
         assert db.execute("SELECT COUNT(*) FROM translations").fetchone()[0] == 8  # two batches of 4
 
@@ -136,10 +136,10 @@ def test_empty_translations_are_refused_or_left_out_and_counted(tmp_path):
                    translator=SilentTranslator(), show_progress=False)
     with pytest.raises(FlareError, match=r"translated 2 of 6 rows to empty text \(first: row '0'\); nothing written"):
         translate_dataset(rows, **options)
-    assert not translation_path(tmp_path, "nusax", "test", "jav", "en").exists()
+    assert not translation_path(tmp_path, "nusax", "test", "jav", "eng").exists()
     result = translate_dataset(rows, **options, allow_empty=True)
     assert [row["id"] for row in read_translations(result.output_path)] == ["1", "2", "4", "5"]
-    assert result.meta["dropped"]["en"] == {"empty_translation": 2}
+    assert result.meta["dropped"]["eng"] == {"empty_translation": 2}
     assert result.meta["counts"]["rows_out"] == 4 and result.meta["counts"]["from_cache"] == 6  # nothing retranslated
 
 
@@ -207,10 +207,22 @@ def test_unsupported_and_unknown_languages_fail_clearly(tiny_model, tmp_path):
     with pytest.raises(FlareError, match="no language tag 'mad_Latn'"):
         _run(rows, tiny_model, tmp_path, src_lang="mad", language_map={"mad": "mad_Latn"})
     mapped = _run(rows, tiny_model, tmp_path, src_lang="mad", language_map={"mad": "ind_Latn"})
-    assert mapped.meta["language_codes"] == {"mad": "ind_Latn", "en": "eng_Latn"}
-    assert mapped.output_path.name == "mad-en.jsonl"
+    assert mapped.meta["language_codes"] == {"mad": "ind_Latn", "eng": "eng_Latn"}
+    assert mapped.output_path.name == "mad-eng.jsonl"
     with pytest.raises(FlareError, match="no text field 'premise'"):
         _run(rows, tiny_model, tmp_path, fields=["premise"])
+
+
+def test_a_language_is_spelled_as_the_task_spells_it():
+    """`en` is NusaX's `eng` and `eng` is XNLI's `en`: a translation file carries the task's code,
+    which a study looks for; a code with no counterpart in the task stays as it is."""
+    from flare.data.tasks import get_task
+    from flare.mt.languages import same_language
+
+    nusax, xnli = get_task("nusax"), get_task("xnli")
+    assert same_language("en", nusax.languages) == "eng" and same_language("eng_Latn", nusax.languages) == "eng"
+    assert same_language("eng", xnli.languages) == "en" and same_language("jv", nusax.languages) == "jv"
+    assert same_language("fr", nusax.languages) == "fr" and same_language("jav", nusax.languages) == "jav"
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path, monkeypatch):
@@ -244,7 +256,7 @@ def test_m2m100_checkpoints_use_their_own_language_tags(tmp_path, generate_calls
     result = _run(rows, str(model), tmp_path / "out")
     assert len(read_translations(result.output_path)) == 2 and len(generate_calls) == 1
     tokenizer = AutoTokenizer.from_pretrained(model)
-    assert result.meta["language_codes"] == {"jav": "jav_Latn", "en": "eng_Latn"}
+    assert result.meta["language_codes"] == {"jav": "jav_Latn", "eng": "eng_Latn"}
     assert tokenizer.get_lang_id("jv") != tokenizer.get_lang_id("en")
     with pytest.raises(FlareError, match="M2M100 has no language tag"):
         _run(rows, str(model), tmp_path / "out", src_lang="ace")

@@ -1,0 +1,196 @@
+"""Every code block of the README runs here, as written: the Python blocks are executed with tiny
+models standing in for the checkpoints they name, the command lines are parsed by the real CLI
+(flags, choices and the study they read), the YAML is loaded and validated. A block without a
+runner fails `test_every_readme_block_has_a_runner`, so the README cannot drift again."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+
+import huggingface_hub
+import pytest
+import torch
+from datasets import ClassLabel, Dataset, Features, Value
+
+import flare
+import tiny_models as tiny
+import tiny_tokenizers
+from flare.cli import parse_command
+from flare.study.settings import load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
+SWAHILI = ["chakula kizuri sana", "sipendi mvua hii", "habari za asubuhi", "kitabu hiki ni kibaya", "ndiyo", "hapana"]
+ENGLISH = ["very good food", "I do not like this rain", "good morning", "this book is bad", "yes", "no"]
+LABELS = [2, 0, 1, 0, 2, 0]
+
+
+def readme_blocks() -> list[tuple[str, str]]:
+    return [(match.group(1), match.group(2)) for match in FENCE.finditer(README)]
+
+
+def _block(marker: str) -> str:
+    found = [text for _, text in readme_blocks() if marker in text]
+    assert len(found) == 1, f"{len(found)} README blocks contain {marker!r}"
+    return found[0]
+
+
+def _command_lines(text: str) -> list[list[str]]:
+    """The `flare ...` lines of a shell block, comments dropped, as argument lists."""
+    return [shlex.split(line, comments=True)[1:] for line in text.splitlines() if line.startswith("flare ")]
+
+
+# --- runners, one per block (marker: a text only that block holds) ---------------------------------------
+
+
+def run_install(text, tmp_path, monkeypatch):
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert f"flare_xlt-{project['version']}-py3-none-any.whl" in text
+    extras = project["optional-dependencies"]
+    for named in re.findall(r"\[([\w,]+)\]", text):
+        assert set(named.split(",")) <= set(extras), named
+    table = set(re.findall(r"^\| `(\w+)` \|", README, re.M))
+    assert table == set(extras) - {"test"}, "the README's extras table and pyproject.toml's extras differ"
+
+
+def run_first_run(text, tmp_path, monkeypatch):
+    features = Features({"sw": Value("string"), "en": Value("string"),
+                         "label": ClassLabel(names=["negative", "neutral", "positive"])})
+    dataset = Dataset.from_dict({"sw": SWAHILI, "en": ENGLISH, "label": LABELS}, features=features)
+    tokenizer = tiny_tokenizers.encoder_tokenizer(SWAHILI + ENGLISH)
+    scope = {"dataset": dataset, "tokenizer": tokenizer}
+    exec(text, scope)
+    batch = scope["batch"]
+    assert {"input_ids", "attention_mask", "source_input_ids", "source_attention_mask", "labels"} <= set(batch)
+    assert batch["labels"].tolist() == LABELS and batch["input_ids"].shape[0] == len(SWAHILI)
+    assert not torch.equal(batch["input_ids"][:, :3], batch["source_input_ids"][:, :3])
+
+
+def run_develop(text, tmp_path, monkeypatch):
+    makefile = (ROOT / "Makefile").read_text()
+    for target in re.findall(r"^make (\S+)", text, re.M):
+        assert re.search(rf"^{target}:", makefile, re.M), target
+    assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI runs the README's test command
+
+
+def run_download(text, tmp_path, monkeypatch):
+    for argv in _command_lines(text):
+        name, values = parse_command([arg.replace("~", str(tmp_path)) for arg in argv])
+        assert name == "download" and values["data_dir"].startswith(str(tmp_path))
+
+
+def run_adapter(text, tmp_path, monkeypatch):
+    import transformers
+
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", lambda name, **_: tiny.llama())
+    monkeypatch.chdir(tmp_path)
+    target_ids, target_mask = tiny.batch(2, 6, seed=0, pad_left=2)
+    english_ids, english_mask = tiny.batch(2, 7, seed=1, pad_left=1)
+    scope = {"target_ids": target_ids, "target_mask": target_mask, "english_ids": english_ids,
+             "english_mask": english_mask, "labels": target_ids.masked_fill(target_mask == 0, -100)}
+    exec(text, scope)
+    assert torch.isfinite(scope["out"].loss) and isinstance(scope["model"], flare.FlareModel)
+    assert (tmp_path / "adapter" / "flare_config.json").is_file()
+
+
+def run_trainer(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tokenizer = tiny_tokenizers.encoder_tokenizer(SWAHILI + ENGLISH)
+    model = flare.get_flare_model(tiny.xlmr_classifier(), flare.FlareConfig(task_type="SEQ_CLS"))
+    scope = {"flare": flare, "model": model, "base_model": tiny.xlmr_classifier(), "tokenizer": tokenizer,
+             "swahili_texts": SWAHILI, "english_texts": ENGLISH, "labels": LABELS}
+    exec(text, scope)
+    evaluation = scope["trainer"].evaluate()
+    assert {"eval_loss", "eval_accuracy", "eval_macro_f1"} <= set(evaluation)
+    assert isinstance(scope["model"], flare.FlareModel)
+
+
+def run_trl(text, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tokenizer = tiny_tokenizers.decoder_tokenizer(SWAHILI + ENGLISH)
+    tokenizer.pad_token = tokenizer.eos_token  # "its tokenizer with a pad token"
+    model = flare.get_flare_model(tiny.llama(vocab_size=len(tokenizer)),
+                                  flare.FlareConfig(target_modules="all-linear", task_type="CAUSAL_LM"))
+    scope = {"flare": flare, "model": model, "tokenizer": tokenizer, "Dataset": Dataset,
+             "swahili_texts": SWAHILI, "english_texts": ENGLISH}
+    exec(text, scope)
+    assert scope["trainer"].state.global_step > 0
+
+
+def run_hub(text, tmp_path, monkeypatch):
+    """push_to_hub uploads into a stand-in Hub that is this test's cache; loading reads it offline."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+
+    def upload_folder(self, *, repo_id, folder_path, **kwargs):
+        import shutil
+
+        repo = tmp_path / "hub" / f"models--{repo_id.replace('/', '--')}"
+        shutil.copytree(folder_path, repo / "snapshots" / commit)
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text(commit)
+        return "commit"
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_repo",
+                        lambda self, repo_id, **_: huggingface_hub.RepoUrl(f"https://huggingface.co/{repo_id}"))
+    monkeypatch.setattr(huggingface_hub.HfApi, "upload_folder", upload_folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    model = flare.get_flare_model(tiny.llama(), flare.FlareConfig(target_modules="all-linear", task_type="CAUSAL_LM"))
+    scope = {"flare": flare, "model": model, "base_model": tiny.llama()}
+    exec(text, scope)
+    card = (tmp_path / "hub" / "models--you--flare-llama-swahili" / "snapshots" / commit / "README.md").read_text()
+    assert "| accuracy | 71.2 |" in card and isinstance(scope["model"], flare.FlareModel)
+
+
+def run_command_line(text, tmp_path, monkeypatch):
+    """Each line parses with the real CLI against the README's study YAML, and the run folders
+    the lines name sit in that study's output_dir."""
+    study_text = _block("methods: [zero-shot, translate-test")
+    (tmp_path / "study.yaml").write_text(study_text)
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    monkeypatch.chdir(tmp_path)
+    output_dir = load_study(tmp_path / "study.yaml").output_dir
+    lines = _command_lines(text)
+    assert {argv[0] for argv in lines} >= {"compare", "train", "evaluate", "translate", "predict", "report"}
+    for argv in lines:
+        name, _ = parse_command(argv)
+        assert name == argv[0]
+        for path in re.findall(r"\bruns/\S+", " ".join(argv)):
+            assert path.startswith(output_dir + "/"), f"{path} is not in the YAML's output_dir {output_dir}"
+
+
+def run_study_yaml(text, tmp_path, monkeypatch):
+    (tmp_path / "study.yaml").write_text(text)
+    study = load_study(tmp_path / "study.yaml").validate()
+    assert study.languages and study.methods
+
+
+RUNNERS: dict[str, Callable] = {
+    "pip install ./flare-xlt": run_install,
+    "flare.task_from_dict": run_first_run,
+    "make quickstart   #": run_develop,
+    "flare download --data_dir": run_download,
+    'AutoModelForCausalLM.from_pretrained("meta-llama/Llama-3.1-8B")': run_adapter,
+    "compute_metrics=flare.classification_metrics": run_trainer,
+    "SFTTrainer(": run_trl,
+    'model.push_to_hub("you/flare-llama-swahili"': run_hub,
+    "flare compare study.yaml --stage2.learning_rate": run_command_line,
+    "methods: [zero-shot, translate-test": run_study_yaml,
+}
+
+
+def test_every_readme_block_has_a_runner():
+    for language, text in readme_blocks():
+        owners = [marker for marker in RUNNERS if marker in text]
+        assert len(owners) == 1, f"README {language} block starting {text[:60]!r} has runners {owners}"
+
+
+@pytest.mark.parametrize("marker", list(RUNNERS))
+def test_readme_block_runs_as_written(marker, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    RUNNERS[marker](_block(marker), tmp_path, monkeypatch)
