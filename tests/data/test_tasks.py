@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from flare.data.tasks import get_task
 from flare.errors import FlareError
@@ -148,3 +149,26 @@ def test_custom_missing_file_and_missing_column(tmp_path):
         task.load("test", "fr")
     with pytest.raises(FlareError, match=r"en.csv: missing column\(s\) label \(found: text, lbl\)"):
         task.load("test", "en")
+
+
+def test_a_task_made_in_python_is_the_task_its_yaml_makes(tmp_path):
+    """`flare.task_from_dict` takes a task YAML's keys: with `files` it is that YAML's task; without
+    files it describes data held in Python and refuses, in one line, to read a split."""
+    import flare
+    from flare.data.custom_task import task_from_yaml
+
+    path = Path("examples/tasks/toy_sentiment.yaml").resolve()
+    spec = yaml.safe_load(path.read_text())
+    from_python, from_yaml = flare.task_from_dict(spec, path.parent), task_from_yaml(path)
+    assert from_python.files == from_yaml.files and from_python.labels == from_yaml.labels
+    assert from_python.load("test", from_python.languages[-1]) == from_yaml.load("test", from_yaml.languages[-1])
+    described = flare.task_from_dict({"name": "mine", "type": "classification", "languages": ["en", "sw"],
+                                      "labels": ["no", "yes"]})
+    assert described.splits == {"en": [], "sw": []} and described.encoder_fields == ["text"]
+    with pytest.raises(FlareError, match="task mine has no split 'train' for sw") as error:
+        described.load("train", "sw")
+    assert "\n" not in str(error.value)
+    with pytest.raises(FlareError, match="task: unknown key\\(s\\) lables"):
+        flare.task_from_dict({"name": "mine", "type": "classification", "languages": ["en"], "lables": ["a"]})
+    with pytest.raises(FlareError, match="a task must be a mapping"):
+        flare.task_from_dict(["name"])

@@ -1,5 +1,6 @@
 """Metrics on hand-computed cases."""
 
+import numpy as np
 import pytest
 
 from flare.errors import FlareError
@@ -93,3 +94,15 @@ def test_compute_metrics_and_language_summary():
     assert summary["average"] == {"f1": 3.0}
     with pytest.raises(FlareError):
         compute_metrics("ranking", [], [])
+
+
+def test_classification_metrics_for_trainer_hand_computed():
+    """Trainer's (logits, labels): arg-max classes [0, 2, 1, 2] against [0, 2, 2, -100]; the -100
+    row is left out, so accuracy is 2/3 and macro-F1 the mean of F1 over classes 0, 1, 2 = (1 + 0 + 2/3) / 3."""
+    from flare.hf.metrics import classification_metrics
+
+    logits = np.array([[3.0, 1, 0], [0, 1, 2], [0, 5, 1], [0, 0, 9]])
+    scores = classification_metrics((logits, np.array([0, 2, 2, -100])))
+    assert scores["accuracy"] == pytest.approx(200 / 3)
+    assert scores["macro_f1"] == pytest.approx(100 * (1 + 0 + 2 / 3) / 3)
+    assert classification_metrics(((logits, "hidden states"), np.array([0, 2, 2, 2])))["accuracy"] == 75.0
