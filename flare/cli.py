@@ -145,7 +145,7 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
 
     spec = get_task(task)
     # the task's own spelling ("en" is NusaX's "eng"): a study looks for <src>-<tgt> in the task's codes
-    src_lang, tgt_lang = (same_language(code, [*spec.languages, spec.source_language]) for code in (src_lang, tgt_lang))
+    src_lang, tgt_lang = same_language(src_lang, spec.languages), same_language(tgt_lang, spec.languages)
     rows = spec.load(split, src_lang, data_dir)
     if model == "nusax-lexicon":
         from flare.mt.lexicon import translate_with_lexicon

@@ -133,7 +133,9 @@ def task_from_yaml(path: Path) -> Task:
     return task_from_dict(spec, path.parent, where, needs_data=True)
 
 
-def task_from_dict(spec: dict[str, Any], folder: str | Path = ".", where: str = "task", needs_data: bool = False) -> Task:
+def task_from_dict(
+    spec: dict[str, Any], folder: str | Path = ".", where: str = "task", needs_data: bool = False
+) -> Task:
     """A task from the keys of a task YAML (examples/tasks/): `name`, `type`, `languages`, `labels`,
     ... In Python, `files` and `dataset` may both be left out: such a task describes your data
     (labels, text fields, prompts) for `PairFormatter` and `pairs_from_dataset`, and reads no split.
@@ -192,7 +194,8 @@ def task_from_dict(spec: dict[str, Any], folder: str | Path = ".", where: str = 
     dataset = _dataset(spec["dataset"], path.parent, where) if "dataset" in spec else None
     # with a dataset, the pattern only lays out which splits exist per language
     if "files" in spec or dataset is not None:
-        files, splits = _files(spec.get("files", "{language}/{split}"), spec.get("splits"), languages, path.parent, where)
+        pattern = spec.get("files", "{language}/{split}")
+        files, splits = _files(pattern, spec.get("splits"), languages, path.parent, where)
     else:  # described in Python: no split to read
         files, splits = {}, {language: [] for language in languages}
     if dataset is not None:

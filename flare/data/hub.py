@@ -36,7 +36,9 @@ def check_hub_reachable(what: str) -> None:
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
-        raise FlareError(f"{what}: not on disk, and the Hugging Face Hub ({host}) cannot be reached; {HOW_TO_SET}") from None
+        raise FlareError(
+            f"{what}: not on disk, and the Hugging Face Hub ({host}) cannot be reached; {HOW_TO_SET}"
+        ) from None
 
 
 def _load(path: str, config: str | None, split: str):

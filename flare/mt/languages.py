@@ -146,5 +146,5 @@ def same_language(code: str, known: list[str] | tuple[str, ...]) -> str:
     if code in known:
         return code
     flores = LANGUAGES[code].flores if code in LANGUAGES else code if _FLORES_PATTERN.match(code) else None
-    matches = [other for other in known if flores is not None and other in LANGUAGES and LANGUAGES[other].flores == flores]
+    matches = [other for other in known if flores and other in LANGUAGES and LANGUAGES[other].flores == flores]
     return matches[0] if len(matches) == 1 else code

@@ -308,8 +308,8 @@ def translate_dataset(
     by reason in the meta file.
     """
     if task in BUILTIN_TASKS:  # the task's own spelling ("en" is NusaX's "eng"): studies look for that file
-        spec = get_task(task)
-        src_lang, tgt_lang = (same_language(code, [*spec.languages, spec.source_language]) for code in (src_lang, tgt_lang))
+        known = get_task(task).languages
+        src_lang, tgt_lang = same_language(src_lang, known), same_language(tgt_lang, known)
     codes = flores_codes([src_lang, tgt_lang], language_map)
     if batch_size < 1:
         raise FlareError(f"batch_size: {batch_size} must be at least 1")

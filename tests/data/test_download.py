@@ -23,7 +23,8 @@ def _fake_hub(path, config=None, split=None, **_):
     if path == "indonlp/NusaX-senti":
         rows = NUSAX[split]
         labels = datasets.ClassLabel(names=["negative", "neutral", "positive"])
-        features = datasets.Features({"id": datasets.Value("string"), "text": datasets.Value("string"), "label": labels})
+        text = datasets.Value("string")
+        features = datasets.Features({"id": text, "text": text, "label": labels})
         return datasets.Dataset.from_dict(
             {"id": [str(i) for i in range(rows)], "text": [f"{config} kalimat, {i}" for i in range(rows)],
              "label": [i % 3 for i in range(rows)]}, features=features)
@@ -33,7 +34,8 @@ def _fake_hub(path, config=None, split=None, **_):
                                       "label": labels})
         return datasets.Dataset.from_dict(
             {"premise": [f"{config} premise\twith a tab {i}" for i in range(5)],
-             "hypothesis": [f"hypothesis\n{i}" for i in range(5)], "label": [i % 3 for i in range(5)]}, features=features)
+             "hypothesis": [f"hypothesis\n{i}" for i in range(5)], "label": [i % 3 for i in range(5)]},
+            features=features)
     if path == "google-research-datasets/tydiqa":
         contexts = ["Nairobi ni mji mkuu wa Kenya.", "Paris is the capital of France."]
         return datasets.Dataset.from_list([
