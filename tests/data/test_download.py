@@ -107,7 +107,7 @@ def test_bad_requests_are_refused_before_any_download(fake_hub, tmp_path, capsys
 
 
 def test_an_unreachable_hub_fails_at_once_naming_the_data_variable(monkeypatch, tmp_path):
-    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
+    for name in ("FLARE_DATA_DIR", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HTTPS_PROXY", "https_proxy"):
         monkeypatch.delenv(name, raising=False)
 
     def no_dns(*args, **kwargs):
