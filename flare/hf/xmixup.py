@@ -76,6 +76,14 @@ def cross_entropy_pair(scores: torch.Tensor, target_mask: torch.Tensor, english_
     return entropy(scores, target_mask, english_mask) + entropy(scores.transpose(-1, -2), english_mask, target_mask)
 
 
+def gate_lambda(gate: torch.Tensor, entropy: torch.Tensor) -> torch.Tensor:
+    """lambda = 0.5 * sigmoid(w * H + b) per example, in float64 with the logit held within +-30 so
+    that it stays strictly inside (0, 0.5): the target's own residual is never switched off, nor
+    the English one (the gradient there is below 1e-13 anyway)."""
+    logit = (gate[0].double() * entropy.double() + gate[1].double()).clamp(-30, 30)
+    return LAMBDA_MAX * torch.sigmoid(logit)
+
+
 @dataclass
 class _Streams:
     batch: int  # rows of each stream: the first `batch` rows are the target stream
@@ -173,7 +181,7 @@ class XMixupModel(nn.Module):
         probabilities = projections.dropout(probabilities)
         context = (probabilities @ value).transpose(1, 2).reshape(target.shape)
         entropy = cross_entropy_pair(scores, streams.target_mask, streams.english_mask)
-        lambdas = LAMBDA_MAX * torch.sigmoid(self.gate[0] * entropy + self.gate[1])
+        lambdas = gate_lambda(self.gate, entropy)
         streams.lambdas = lambdas.detach()
         out = attention.output
         weight = lambdas.to(target.dtype)[:, None, None]
