@@ -34,8 +34,9 @@ class Method:
             mixed streams (flare/hf/xmixup.py).
         train_view: what the model reads in training when it differs from `view` (mid-align reads
             both sides in training, the target alone at test).
-        samples_english: the run draws its English side per step from gold and the machine sides
-            of `data.train_english` (X-Mixup's scheduled sampling) instead of one run per side.
+        samples_english: the run's training English side (one run per side of `data.train_english`,
+            as for english_in_training) does not replace the gold one: each step draws gold or it
+            (X-Mixup's scheduled sampling); a gold run trains with gold alone.
     """
 
     name: str
@@ -65,8 +66,8 @@ _TABLE = (
     Method("translate-train+english", "translate-train + English (LoRA)", "target", trains=True,
            english_in_training=True, english_as_examples=True),
     # the paper's X-Mixup row (Yang et al. 2022), trained through LoRA like every other row
-    Method("x-mixup", "X-Mixup (LoRA)", "flare", trains=True, english_at_test=True, objective="x-mixup",
-           samples_english=True),
+    Method("x-mixup", "X-Mixup (LoRA)", "flare", trains=True, english_in_training=True, english_at_test=True,
+           objective="x-mixup", samples_english=True),
     Method("input-fusion", "input-level fusion", "input_fusion", trains=True, english_in_training=True,
            english_at_test=True),
     Method("flare-mt", "FLARE-MT", "target", trains=True, fused=True, mt_states=True),

@@ -15,13 +15,9 @@ from flare.errors import FlareError
 from flare.hf.formats import PairFormatter
 from flare.hf.midalign import MidAlignModel, model_depth, resolve_align_layer
 from flare.hf.xmixup import SAMPLING_K, XMixupModel, check_mixing
-from flare.mt.english_side import NOISE_LEVELS
-from flare.study.methods import METHODS
+from flare.study.methods import METHODS, Method
+from flare.study.runs import Run
 from flare.study.settings import Study
-
-# English sides made from the gold one by a machine (word dropout, lexicon MT): X-Mixup's sampled
-# alternatives to gold; the controls (shuffled, self) and the gold mixes are not translations.
-MACHINE_SIDES = (*NOISE_LEVELS, "lexicon")
 
 
 def check_objectives(study: Study, task: Task, config: Any) -> None:
@@ -36,9 +32,10 @@ def check_objectives(study: Study, task: Task, config: Any) -> None:
         check_mixing(config, study.stage2.mixup_layer)
 
 
-def machine_sides(study: Study) -> list[str]:
-    """The machine-made English sides X-Mixup samples besides gold (data.train_english's)."""
-    return [side for side in study.data.train_english if side in MACHINE_SIDES]
+def machine_side(method: Method, train_english: str | None) -> list[str]:
+    """The English side a run samples besides gold (X-Mixup's machine English: lexicon MT or a noisy
+    gold, or a control), as a list: empty for gold-only runs and other methods."""
+    return [train_english] if method.samples_english and train_english not in (None, "gold") else []
 
 
 def training_model(method: str, model: Any, study: Study, task: Task, seed: int) -> Any:
@@ -77,16 +74,17 @@ def training_batches(method: str, formatter: PairFormatter, machine: dict[str, l
     return collate
 
 
-def training_record(method: str, model: Any, steps: int, study: Study, task: Task) -> dict[str, Any]:
-    """What a record adds about the objective: X-Mixup's sampled sides and how often gold was drawn."""
-    if METHODS[method].objective == "x-mixup":
-        sides = machine_sides(study)
+def training_record(run: Run, model: Any, steps: int, study: Study, task: Task) -> dict[str, Any]:
+    """What a record adds about the objective: X-Mixup's sampled side and how often gold was drawn."""
+    method = METHODS[run.method]
+    if method.objective == "x-mixup":
+        sides = machine_side(method, run.train_english)
         return {"english_sampling": {
             "machine_sides": sides, "k": SAMPLING_K[task.type],
             "gold_steps": model.gold_steps(steps) if sides else steps, "steps": steps,
-            "note": "" if sides else "gold only: data.train_english has no machine side (noise*, lexicon)",
+            "note": "" if sides else "gold only: the run's training English side is gold (no machine side)",
         }}
-    if METHODS[method].objective == "mid-align":
+    if method.objective == "mid-align":
         stage = study.stage2
         return {"alignment": {"layer": model.layer, "schedule": stage.align_schedule,
                               "weight": stage.align_weight if stage.align_schedule == "sum" else None}}

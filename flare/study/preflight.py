@@ -12,7 +12,7 @@ from flare.mt.translate import check_mt_model
 from flare.study.data import StudyData
 from flare.study.folder import check_same_settings, check_writable, stage1_done, stage1_source
 from flare.study.methods import METHODS
-from flare.study.objectives import check_objectives, machine_sides
+from flare.study.objectives import check_objectives
 from flare.study.runs import Run
 from flare.study.settings import Study
 from flare.study.training import check_checkpoint
@@ -46,10 +46,7 @@ def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], train
             data.english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
         if trains and any(r.language == language and METHODS[r.method].trains for r in runs):
             splits = data.splits(language)
-            sides = [r.train_english for r in runs if r.language == language]
-            if any(METHODS[r.method].samples_english for r in runs if r.language == language):
-                sides += machine_sides(study)  # X-Mixup's sampled sides
-            for side in dict.fromkeys(sides):
+            for side in dict.fromkeys(r.train_english for r in runs if r.language == language):
                 for items in splits:
                     data.english(items, side, seed, language)
     for run in runs:

@@ -105,12 +105,13 @@ class DataSettings:
         max_valid: keep at most this many validation rows (0: all).
         max_test: keep at most this many test rows (0: all).
         max_length: tokens per side (input-level fusion gets twice this).
-        train_english: English sides to train with (flare, input-fusion, translate-train+english), one run
-            each: gold, shuffled (another example's English), self (the target text), noise10/30/50 (word
+        train_english: English sides to train with (flare, input-fusion, translate-train+english,
+            mid-align; x-mixup draws each non-gold side against gold per step), one run each: gold,
+            shuffled (another example's English), self (the target text), noise10/30/50 (word
             dropout/replacement on the gold English), lexicon (word-by-word NusaX-lexicon MT); see
-            flare/mt/english_side.py. Valid data gets the same side.
-        test_english: English sides to test with (flare, input-fusion, translate-test); each trained run is
-            scored on every one of them.
+            flare/mt/english_side.py. Valid data gets the same side (x-mixup's: gold).
+        test_english: English sides to test with (flare, input-fusion, translate-test, x-mixup); each
+            trained run is scored on every one of them.
         lexicon_dir: folder of the NusaX lexicons for the lexicon side (default: <data_dir>/nusax-lexicon).
     """
 

@@ -12,6 +12,7 @@ import flare.study.predict as predict_module
 from flare.cli import evaluate as evaluate_command
 from flare.cli import main
 from flare.errors import FlareError
+from flare.hf.xmixup import uses_gold
 from flare.study.pipeline import compare
 from flare.study.predict import predict_texts
 from flare.study.settings import StageSettings
@@ -31,18 +32,22 @@ def test_a_tiny_study_runs_both_methods_and_their_adapters_predict_as_recorded(e
     records = [json.loads(line) for line in compare(study).read_text().splitlines()]
     cells = {(r["method"], r["train_english"], r["test_english"]) for r in records}
     assert cells == {("translate-train", None, None), ("mid-align", "gold", None), ("mid-align", "noise30", None),
-                     ("x-mixup", None, "gold"), ("x-mixup", None, "noise30")}  # x-mixup samples, one training
+                     *{("x-mixup", train, test) for train in ("gold", "noise30") for test in ("gold", "noise30")}}
     by = {(r["method"], r["train_english"], r["test_english"]): r for r in records}
-    sampling = by["x-mixup", None, "gold"]["english_sampling"]
+    sampling = by["x-mixup", "noise30", "gold"]["english_sampling"]
     assert sampling["machine_sides"] == ["noise30"] and sampling["k"] == 1000
-    assert 0 <= sampling["gold_steps"] <= sampling["steps"] == by["x-mixup", None, "gold"]["steps"] > 0
+    # 2 steps at the schedule's start: gold with probability 1000/1001 each (a draw of (seed, step))
+    assert sampling["gold_steps"] == sum(uses_gold(1, step, 1000) for step in range(2)) and sampling["steps"] == 2
+    assert by["x-mixup", "gold", "gold"]["english_sampling"]["machine_sides"] == []
+    assert by["x-mixup", "noise30", "noise30"]["label"] == "X-Mixup (LoRA) [train noise30, test noise30]"
     assert by["mid-align", "gold", None]["alignment"] == {"layer": 1, "schedule": "alternate", "weight": None}
     assert "| X-Mixup (LoRA) [test noise30] |" in (out / "results.md").read_text()
+    assert (out / "runs/x-mixup+train-noise30/de/seed1/adapter").is_dir()
     mixup_adapter = out / "runs/x-mixup/de/seed1/adapter"
     assert (mixup_adapter / "xmixup.json").is_file() and (mixup_adapter / "xmixup.safetensors").is_file()
 
     # saved adapters score as recorded (flare evaluate --adapter_dir)
-    for method, key in (("x-mixup", ("x-mixup", None, "gold")), ("mid-align", ("mid-align", "gold", None))):
+    for method, key in (("x-mixup", ("x-mixup", "gold", "gold")), ("mid-align", ("mid-align", "gold", None))):
         result = evaluate_command(study, "de", method, str(out / f"runs/{method}/de/seed1/adapter"))
         assert result["metrics"] == by[key]["metrics"], method
 
