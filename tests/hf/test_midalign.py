@@ -96,3 +96,25 @@ def test_the_layer_setting_is_checked_against_the_depth():
     assert resolve_align_layer(0, 12) == 6 and resolve_align_layer(0, 1) == 1 and resolve_align_layer(12, 12) == 12
     with pytest.raises(FlareError, match="align_layer: 13 is past the model's 12 layers"):
         resolve_align_layer(13, 12)
+
+
+def test_on_a_decoder_the_answer_tokens_are_not_part_of_the_aligned_sentence():
+    model = get_flare_model(tiny_models.llama(), FlareConfig(task_type="CAUSAL_LM"))
+    tiny_models.randomize_lora_B(model)
+    aligned = MidAlignModel(model, 0).eval()
+    aligned.set_training_step(1)  # an alignment step of the alternation
+    generator = torch.Generator().manual_seed(2)
+    ids = torch.randint(3, tiny_models.VOCAB, (3, 6), generator=generator)
+    labels = torch.full_like(ids, -100)
+    labels[:, 4:] = ids[:, 4:]  # the last two tokens are the answer
+    english = torch.randint(3, tiny_models.VOCAB, (3, 6), generator=generator)
+    english_mask = torch.ones_like(english)
+    english_mask[:, 4:] = 0  # the English side carries padding under the answer (flare.hf.formats)
+    with torch.no_grad():
+        loss = aligned(input_ids=ids, attention_mask=torch.ones_like(ids), labels=labels, source_input_ids=english,
+                       source_attention_mask=english_mask).loss
+        prompt = torch.ones_like(ids)
+        prompt[:, 4:] = 0
+        target = mean_pool(aligned._states({"input_ids": ids, "attention_mask": torch.ones_like(ids)}), prompt)
+        source = mean_pool(aligned._states({"input_ids": english, "attention_mask": english_mask}), english_mask)
+    assert aligned.layer == 1 and loss.item() == pytest.approx(alignment_loss(target, source).item(), rel=1e-5)
