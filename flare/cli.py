@@ -42,8 +42,8 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
     """Train and evaluate one run of a study (stage 1 is trained first if missing).
 
     Args:
-        method: translate-train, translate-train+english, input-fusion, flare or flare-mt (zero-shot and
-            translate-test train nothing: see `flare evaluate`).
+        method: translate-train, translate-train+english, x-mixup, input-fusion, flare, flare-mt or
+            mid-align (zero-shot and translate-test train nothing: see `flare evaluate`).
         language: the target language of the run.
         seed: the stage-2 seed.
         fusion: the fusion function of flare and flare-mt.
@@ -84,7 +84,7 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
     Args:
         language: target language whose test split is scored.
         method: zero-shot or translate-test; with --adapter_dir, the method the adapter was trained with
-            (translate-train, input-fusion, flare or flare-mt).
+            (translate-train, x-mixup, input-fusion, flare, flare-mt or mid-align).
         adapter_dir: a saved adapter folder (e.g. runs/flare-add_relu/jav/seed1/adapter).
         test: a labelled CSV, TSV or JSONL file in `language` to score instead of the task's test
             split: the task's text columns (e.g. text; premise and hypothesis), label (or QA
@@ -203,7 +203,7 @@ def predict(study, language: str, text: str, english: str | None = None, method:
         language: the inputs' language.
         text: a target-language input, or a text file with one input per line (pair tasks:
             fields separated by a tab).
-        english: its English translation, or a file with one per line; needed by flare.
+        english: its English translation, or a file with one per line; needed by flare and x-mixup.
         method: the trained method whose adapter to use.
         fusion: its fusion (flare, flare-mt).
         seed: its seed.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -65,8 +65,8 @@ def check_weights(model_dir: Path) -> None:
 
 def check_model(
     model: str, task: Task, adapter: AdapterSettings, max_length: int, longest: int, family: Family | None = None
-) -> None:
-    """The config loads, the weight files are readable, the longest input (`longest` tokens) fits the
+) -> Any:
+    """The config loads (it is returned), the weight files are readable, the longest input (`longest` tokens) fits the
     learned positions, and the adapter finds its modules in a weightless (meta) copy, built as
     load_backbone builds the real one (the same BackboneSpec)."""
     from transformers import AutoConfig
@@ -100,3 +100,4 @@ def check_model(
         raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
     with torch.device("meta"):
         adapt(skeleton, flare_config(adapter.flare_kwargs(), task, spec.family))
+    return config

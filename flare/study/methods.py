@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 View = Literal["target", "source", "input_fusion", "flare"]
+Objective = Literal["task", "mid-align", "x-mixup"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,14 @@ class Method:
         english_at_test: the test inputs carry an English side (`data.test_english`).
         english_as_examples: the training English sentences are extra training examples (no pairing).
         mt_states: the adapter fuses an MT encoder's states of the target text (needs `mt_model`).
+        objective: what stage 2 trains on: the task loss alone, or the task loss plus middle-layer
+            alignment with the English side (mid-align, flare/hf/midalign.py), or X-Mixup's two
+            mixed streams (flare/hf/xmixup.py).
+        train_view: what the model reads in training when it differs from `view` (mid-align reads
+            both sides in training, the target alone at test).
+        samples_english: the run's training English side (one run per side of `data.train_english`,
+            as for english_in_training) does not replace the gold one: each step draws gold or it
+            (X-Mixup's scheduled sampling); a gold run trains with gold alone.
     """
 
     name: str
@@ -39,6 +48,9 @@ class Method:
     english_at_test: bool = False
     english_as_examples: bool = False
     mt_states: bool = False
+    objective: Objective = "task"
+    train_view: View | None = None
+    samples_english: bool = False
 
     def run_label(self, fusion: str | None) -> str:
         return f"{self.label} ({fusion})" if self.fused else self.label
@@ -53,10 +65,17 @@ _TABLE = (
     # exposure without its fusion (issue 18's control)
     Method("translate-train+english", "translate-train + English (LoRA)", "target", trains=True,
            english_in_training=True, english_as_examples=True),
+    # the paper's X-Mixup row (Yang et al. 2022), trained through LoRA like every other row
+    Method("x-mixup", "X-Mixup (LoRA)", "flare", trains=True, english_in_training=True, english_at_test=True,
+           objective="x-mixup", samples_english=True),
     Method("input-fusion", "input-level fusion", "input_fusion", trains=True, english_in_training=True,
            english_at_test=True),
     Method("flare-mt", "FLARE-MT", "target", trains=True, fused=True, mt_states=True),
     Method("flare", "FLARE", "flare", trains=True, fused=True, english_in_training=True, english_at_test=True),
+    # not in the paper's table: contrastive middle-layer alignment (Liu & Niehues 2025), which reads
+    # the target text alone at test time
+    Method("mid-align", "mid-layer alignment (LoRA)", "target", trains=True, english_in_training=True,
+           objective="mid-align", train_view="flare"),
 )
 METHODS: dict[str, Method] = {method.name: method for method in _TABLE}
 METHOD_NAMES = tuple(METHODS)  # the settings' Literal choices

@@ -44,6 +44,7 @@ from flare.study.folder import (
     stage1_source,
 )
 from flare.study.methods import METHODS
+from flare.study.objectives import machine_side, saved_model, training_batches, training_model, training_record
 from flare.study.preflight import check_plan
 from flare.study.report import load_results, report
 from flare.study.runs import Run, plan
@@ -129,7 +130,8 @@ class Pipeline:
         else:
             train, valid = [], []
             if adapter is None:
-                train, valid = (self.data.english(items, run.train_english, run.seed, run.language)
+                side = None if method.samples_english else run.train_english  # X-Mixup samples it below
+                train, valid = (self.data.english(items, side, run.seed, run.language)
                                 for items in self.data.splits(run.language))
                 if method.english_as_examples:
                     train = train + english_examples(train)
@@ -138,18 +140,24 @@ class Pipeline:
                 extra, source_dim = self.data.mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
         if adapter is not None:
-            model = load_flare_model(backbone, adapter)
+            model = saved_model(run.method, load_flare_model(backbone, adapter), adapter)
             summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
         elif method.trains:
             adapter = flare_config(
                 self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
             )
-            model = adapt(backbone, adapter)
-            collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
+            model = training_model(run.method, adapt(backbone, adapter), self.study, self.task, run.seed)
+            reads = formatter if method.train_view is None else PairFormatter(
+                self.task, tokenizer, family, method.train_view, self.format)  # mid-align: both sides in training
+            machine = {side: self.data.english(train, side, run.seed, run.language)
+                       for side in machine_side(method, run.train_english)}
+            batches = training_batches(run.method, reads, machine)
+            collate = batches if extra is None else (lambda items: {**batches(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
                          lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
                          description=f"{run.name} {run.language} seed {run.seed}")
-            summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps}
+            summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps,
+                       **training_record(run, model, result.steps, self.study, self.task)}
             if method.fused and (gates := list(model.english_gate_values().values())):  # where training left them
                 summary["english_gate"] = {"min": min(gates), "mean": sum(gates) / len(gates), "max": max(gates)}
             model.save_pretrained(run_dir / "adapter")

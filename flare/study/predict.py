@@ -18,6 +18,7 @@ from flare.hf.scoring import predict_items
 from flare.mt.translate import translate_columns
 from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
 from flare.study.methods import METHODS
+from flare.study.objectives import saved_model
 from flare.study.runs import Run
 from flare.study.settings import Study
 
@@ -95,7 +96,7 @@ def predict_texts(study: Study, language: str, texts: list[str], english: list[s
     model = backbone
     if trains:
         try:
-            model = load_flare_model(backbone, adapter)
+            model = saved_model(method, load_flare_model(backbone, adapter), adapter)
         except TypeError as error:  # PEFT builds its LoraConfig from adapter_config.json unchecked
             raise FlareError(
                 f"{adapter / 'adapter_config.json'}: a setting has the wrong type ({str(error)[:200]})"

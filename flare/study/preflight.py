@@ -12,6 +12,7 @@ from flare.mt.translate import check_mt_model
 from flare.study.data import StudyData
 from flare.study.folder import check_same_settings, check_writable, stage1_done, stage1_source
 from flare.study.methods import METHODS
+from flare.study.objectives import check_objectives
 from flare.study.runs import Run
 from flare.study.settings import Study
 from flare.study.training import check_checkpoint
@@ -31,8 +32,9 @@ def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], train
         check_mt_model(study.mt_model)
     done = stage1_done(study)
     longest = max(input_length(study.data.max_length, METHODS[method].view) for method in study.methods)
-    check_model(stage1_source(study) if done else study.model, task, study.adapter, study.data.max_length, longest,
-                study.family)
+    config = check_model(stage1_source(study) if done else study.model, task, study.adapter, study.data.max_length,
+                         longest, study.family)
+    check_objectives(study, task, config)  # e.g. a mixing layer past the model's depth
     if not done:
         data.splits(None)
         data.english_test()

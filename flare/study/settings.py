@@ -57,6 +57,15 @@ class StageSettings:
         log_with: experiment trackers, through accelerate's tracker classes (each needs its package:
             wandb, mlflow, comet_ml, aim, clearml, dvclive, swanlab, trackio or tensorboard); logs go
             under each run's folder where the tracker keeps local files.
+        align_layer: mid-align (stage 2): the layer whose output is aligned, 1 = the first layer's
+            output; 0 = the middle layer (num_hidden_layers // 2). Checked against the model's depth.
+        align_schedule: mid-align: "alternate" (the paper's: optimizer steps alternate between the
+            task loss and the alignment loss) or "sum" (task loss + align_weight x alignment loss
+            at every step).
+        align_weight: mid-align with align_schedule "sum": the alignment loss's weight.
+        mixup_layer: x-mixup (stage 2): the 0-based layer where the target stream cross-attends
+            to the English stream (the original: 0 for sentence classification). Checked against the
+            model's depth; saved with the adapter.
     """
 
     learning_rate: Annotated[float, Range(0, 10, low_open=True)] = 5e-4
@@ -73,6 +82,10 @@ class StageSettings:
     tensorboard: bool = False
     wandb_project: str | None = None
     log_with: list[Literal[TRACKERS]] = field(default_factory=list)
+    align_layer: Annotated[int, Range(0, 4096)] = 0
+    align_schedule: Literal["alternate", "sum"] = "alternate"
+    align_weight: Annotated[float, Range(0, 1000)] = 1.0
+    mixup_layer: Annotated[int, Range(0, 4095)] = 0
 
 
 @dataclass
@@ -92,12 +105,13 @@ class DataSettings:
         max_valid: keep at most this many validation rows (0: all).
         max_test: keep at most this many test rows (0: all).
         max_length: tokens per side (input-level fusion gets twice this).
-        train_english: English sides to train with (flare, input-fusion, translate-train+english), one run
-            each: gold, shuffled (another example's English), self (the target text), noise10/30/50 (word
+        train_english: English sides to train with (flare, input-fusion, translate-train+english,
+            mid-align; x-mixup draws each non-gold side against gold per step), one run each: gold,
+            shuffled (another example's English), self (the target text), noise10/30/50 (word
             dropout/replacement on the gold English), lexicon (word-by-word NusaX-lexicon MT); see
-            flare/mt/english_side.py. Valid data gets the same side.
-        test_english: English sides to test with (flare, input-fusion, translate-test); each trained run is
-            scored on every one of them.
+            flare/mt/english_side.py. Valid data gets the same side (x-mixup's: gold).
+        test_english: English sides to test with (flare, input-fusion, translate-test, x-mixup); each
+            trained run is scored on every one of them.
         lexicon_dir: folder of the NusaX lexicons for the lexicon side (default: <data_dir>/nusax-lexicon).
     """
 
@@ -147,7 +161,9 @@ class Study:
         model: model id, local path or alias (e.g. multilingual-e5-small, resolved offline).
         languages: target languages (project codes of the task, e.g. jav, sun).
         methods: any of zero-shot, translate-test, translate-train, translate-train+english (LoRA on the
-            target data plus its English sides as extra examples), input-fusion, flare, flare-mt.
+            target data plus its English sides as extra examples), x-mixup (two mixed streams, needs
+            the English side at test), input-fusion, flare, flare-mt, mid-align (LoRA aligned with the
+            English side at a middle layer in training; reads the target alone at test).
         fusions: fusion functions tried for the flare and flare-mt methods.
         seeds: seeds of stage 2 (stage 1 uses the first).
         output_dir: where checkpoints, logs and results go.
@@ -209,6 +225,9 @@ class Study:
             task.check_language(language)
             if language == task.source_language:
                 raise FlareError(f"languages: {language} is the source language of {task.name}, not a target")
+        if "x-mixup" in self.methods and task.type != "classification":
+            # the QA variant needs English span labels on the English stream (gold English only)
+            raise FlareError(f"methods: x-mixup is implemented for classification tasks, not {task.type} ({task.name})")
         if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
         if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1

@@ -160,6 +160,9 @@ def fit(
             group["lr"] = rate
         torch.set_rng_state(rng)
 
+    # objectives scheduled by the optimizer step (X-Mixup's sampling, mid-align's alternation) read it
+    # from here, so a resumed run continues their schedule where it stopped
+    set_step = getattr(accelerator.unwrap_model(model), "set_training_step", None)
     log_path = run_dir / "train_log.csv"
     loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
     for epoch in range(state["epoch"], settings.epochs):
@@ -173,6 +176,8 @@ def fit(
         bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
                    disable=not accelerator.is_main_process)
         for batch in bar:
+            if set_step is not None:
+                set_step(state["step"])
             with accelerator.accumulate(model):
                 with autocast(device, amp):
                     loss = model(**batch).loss
