@@ -54,7 +54,8 @@ def run_install(text, tmp_path, monkeypatch):
     extras = project["optional-dependencies"]
     for named in re.findall(r"\[([\w,]+)\]", text):
         assert set(named.split(",")) <= set(extras), named
-    table = set(re.findall(r"^\| `(\w+)` \|", README, re.M))
+    extras_table = README.split("| extra | brings | for |", 1)[1].split("\n\n", 1)[0]
+    table = set(re.findall(r"^\| `(\w+)` \|", extras_table, re.M))
     assert table == set(extras) - {"test"}, "the README's extras table and pyproject.toml's extras differ"
 
 
