@@ -176,13 +176,13 @@ def report(results: str, out_dir: str | None = None, against: list[str] | str | 
 
 def predict(study, text: str, language: str | None = None, english: str | None = None, method: str = "flare",
             fusion: str = "add_relu", seed: int = 1, output: Literal["labels", "jsonl"] = "labels",
-            joint: bool = False, allow_other_languages: bool = False) -> list[str] | str:
+            joint_adapter: bool = False, allow_other_languages: bool = False) -> list[str] | str:
     """Label new target-language inputs with a trained run of a study.
 
     Args:
         text: a target-language input, a text file with one input per line (pair tasks: fields
             separated by a tab), or a CSV, TSV or JSONL file with the task's text columns, a
-            `language` column (rows of several languages: with --joint) and optionally the English
+            `language` column (rows of several languages: with --joint_adapter) and optionally the English
             side in english_<column>.
         language: the inputs' language (for a CSV/TSV/JSONL file: of the rows without a language).
         english: its English translation, or a file with one per line; needed by flare.
@@ -191,7 +191,7 @@ def predict(study, text: str, language: str | None = None, english: str | None =
         seed: its seed.
         output: "labels" (a JSON list of labels or answers) or "jsonl" (one JSON object per input:
             id, language, text, label and class probabilities, or answer).
-        joint: use the study's joint adapter of the method and seed (runs/<method>/joint/seed<k>),
+        joint_adapter: use the study's joint adapter of the method and seed (runs/<method>/joint/seed<k>),
             which labels rows of all the languages it was trained on.
         allow_other_languages: label rows in a language the adapter was not trained on (its card
             lists its languages) instead of refusing them.
@@ -211,7 +211,7 @@ def predict(study, text: str, language: str | None = None, english: str | None =
         texts = _lines(text)
         languages = [language] * len(texts)
     labels = predict_texts(study, languages, texts, sides, method, fusion, seed,
-                           details if output == "jsonl" else None, joint, allow_other_languages)
+                           details if output == "jsonl" else None, joint_adapter, allow_other_languages)
     if output == "jsonl":
         return "\n".join(json.dumps(row, ensure_ascii=False) for row in details)
     return labels

@@ -212,6 +212,9 @@ class Pipeline:
         """Run what is not recorded yet. With a time budget, no new run starts once it is spent
         (long studies run in chunks; each chunk adds to results.jsonl)."""
         _, todo = self._todo()
+        for run in plan(self.study, folder_variant(self.study)):  # recorded joint runs too: their adapter is shared
+            if run.joint:
+                check_joint_languages(run.folder(self.out), run.trained_languages(self.study.languages))
         if todo:
             check_plan(self.study, self.task, self.data, todo)
         else:  # nothing left to run, yet the report must not claim settings the runs were not made with

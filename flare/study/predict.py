@@ -121,7 +121,7 @@ def predict_texts(study: Study, language: str | list[str], texts: list[str], eng
     if not joint and len(set(languages)) > 1:
         raise FlareError(
             f"predict: the inputs are in {len(set(languages))} languages ({', '.join(dict.fromkeys(languages))}); "
-            "a per-language adapter reads one: pass --joint true for the study's joint adapter"
+            "a per-language adapter reads one: pass --joint_adapter true for the study's joint adapter"
         )
     placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
     if method not in METHODS:

@@ -90,7 +90,7 @@ def _study(model, out, data_dir, **overrides) -> Study:
     values = dict(task="nusax", model=str(model), languages=["jav", "sun"], methods=["translate-train", "flare"],
                   fusions=["add_relu"], seeds=[1], output_dir=str(out),
                   joint=JointSettings(training=["per-language", "joint"], held_out=["sun"]),
-                  data=DataSettings(data_dir=str(data_dir), max_train=16, max_valid=8, max_test=8, max_length=24),
+                  data=DataSettings(data_dir=str(data_dir), max_train=8, max_valid=4, max_test=4, max_length=24),
                   stage1=stage, stage2=stage)
     return Study(**{**values, **overrides})
 
@@ -104,11 +104,11 @@ def test_a_joint_study_scores_each_language_leaves_one_out_and_predicts_mixed_in
     joint = {(m, lang, True, None) for m in study.methods for lang in study.languages}
     held_out = {(m, "sun", True, "sun") for m in study.methods}
     assert set(runs) == per_language | joint | held_out and len(records) == len(plan(study)) == 10
-    assert all(r["n_test"] == 8 and r["metric"] == "macro_f1" for r in records)
+    assert all(r["n_test"] == 4 and r["metric"] == "macro_f1" for r in records)
     flare_joint = runs[("flare", "jav", True, None)]
     assert flare_joint["label"] == "FLARE (add_relu) [joint]" and flare_joint["joint_languages"] == ["jav", "sun"]
-    assert flare_joint["joint_epoch_counts"] == {"jav": 16, "sun": 16}  # equal sizes: equal shares, 32 per epoch
-    assert runs[("flare", "sun", True, None)]["steps"] == flare_joint["steps"] == 4  # one training, scored twice
+    assert flare_joint["joint_epoch_counts"] == {"jav": 8, "sun": 8}  # equal sizes: equal shares, 16 per epoch
+    assert runs[("flare", "sun", True, None)]["steps"] == flare_joint["steps"] == 2  # one training, scored twice
     loo = runs[("translate-train", "sun", True, "sun")]
     assert loo["label"] == "translate-train (LoRA) [joint, held out]" and loo["joint_languages"] == ["jav"]
     root = tmp_path / "study" / "runs"
@@ -139,12 +139,12 @@ def test_a_joint_study_scores_each_language_leaves_one_out_and_predicts_mixed_in
                             for t, e, lang in zip(texts, english, ["sun", "jav"])), encoding="utf-8")
     capsys.readouterr()
     config = str(tmp_path / "study" / "study.yaml")
-    assert main(["predict", config, "--text", str(rows), "--joint", "true", "--output", "jsonl"]) == 0
+    assert main(["predict", config, "--text", str(rows), "--joint_adapter", "true", "--output", "jsonl"]) == 0
     out = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
     assert [(row["id"], row["language"]) for row in out] == [(0, "sun"), (1, "jav")]
 
     # evaluate --adapter_dir: the joint adapter on either language, recorded nowhere
     assert main(["evaluate", config, "--language", "sun", "--method", "flare",
                  "--adapter_dir", str(root / "flare-add_relu/joint/seed1/adapter")]) == 0
-    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["n_test"] == 8
+    assert json.loads(capsys.readouterr().out.split("\n", 1)[1])["n_test"] == 4
     assert len((tmp_path / "study" / "results.jsonl").read_text().splitlines()) == 10
