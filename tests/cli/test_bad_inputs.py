@@ -286,7 +286,7 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
     ("joint-language-without-english-at-test", "compare",
      r"joint: jav has no English side at test time, which flare reads \(.*\); give its translations",
      lambda c: ["compare", c.study(joint={"training": ["joint"]}, data={
-         "data_dir": c.data, "source": "machine", "translations_dir": str(c.tmp / "translations")})]),
+         "data_dir": c.data, "max_length": 32, "source": "machine", "translations_dir": str(c.tmp / "translations")})]),
     ("joint-held-out-not-a-language", "compare", r"joint.held_out: sun is not one of the study's languages",
      lambda c: ["compare", c.study(joint={"held_out": ["sun"]})]),
     # report
