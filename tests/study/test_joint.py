@@ -4,8 +4,10 @@ end with leave-one-out, predicting mixed-language input, and the adapter card's 
 import dataclasses
 import json
 import random
+from types import SimpleNamespace
 
 import pytest
+import torch
 
 from flare.adapter.card import card_languages
 from flare.cli import main
@@ -16,6 +18,7 @@ from flare.study.predict import predict_texts
 from flare.study.runs import plan
 from flare.study.sampling import LanguageMix, epoch_counts, language_shares
 from flare.study.settings import DataSettings, JointSettings, StageSettings, Study
+from flare.study.training import fit
 from tiny_models import save_encoder
 
 # ----------------------------------------------------------------- the sampler
@@ -73,6 +76,38 @@ def test_temperature_epochs_are_deterministic_per_seed_and_repeat_nothing_before
 def test_an_empty_language_is_refused():
     with pytest.raises(FlareError, match="no training examples for sun"):
         LanguageMix.build({"jav": ["a"], "sun": []}, "temperature", 5.0, 0, seed=1)
+
+
+class _Line(torch.nn.Module):
+    """y = a x + b fitted by squared error: a model `fit` can train in milliseconds."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.linear = torch.nn.Linear(1, 1)
+
+    def forward(self, x, y):
+        return SimpleNamespace(loss=((self.linear(x) - y) ** 2).mean())
+
+
+def test_an_interrupted_joint_training_resumes_to_the_same_weights(tmp_path):
+    pools = {"jav": [(i / 10, 3 * i / 10 + 1) for i in range(6)], "sun": [(i / 10, 3 * i / 10 + 1) for i in range(20)]}
+    mix = LanguageMix.build(pools, "temperature", 5.0, 0, seed=3)
+
+    def collate(items):
+        return {"x": torch.tensor([[x] for x, _ in items]), "y": torch.tensor([[y] for _, y in items])}
+
+    settings = StageSettings(epochs=3, batch_size=4, learning_rate=0.05, warmup_ratio=0.0)
+
+    def trained(run_dir, stop=None):
+        model = _Line()
+        fit(model, mix, collate, settings, seed=3, run_dir=run_dir, stop_after_steps=stop)
+        return [p.detach().clone() for p in model.parameters()]
+
+    straight = trained(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        trained(tmp_path / "resumed", stop=9)  # in epoch 2 (7 steps per epoch): epoch 1 is checkpointed
+    assert all(torch.equal(a, b) for a, b in zip(straight, trained(tmp_path / "resumed"), strict=True))
 
 
 # ----------------------------------------------------------------- a joint study
