@@ -195,26 +195,44 @@ def report(results: str, out_dir: str | None = None, against: list[str] | str | 
     return {k: str(v) for k, v in write_report(results, out_dir, against=labels).items()}
 
 
-def predict(study, language: str, text: str, english: str | None = None, method: str = "flare",
-            fusion: str = "add_relu", seed: int = 1, output: Literal["labels", "jsonl"] = "labels") -> list[str] | str:
+def predict(study, text: str, language: str | None = None, english: str | None = None, method: str = "flare",
+            fusion: str = "add_relu", seed: int = 1, output: Literal["labels", "jsonl"] = "labels",
+            joint_adapter: bool = False, allow_other_languages: bool = False) -> list[str] | str:
     """Label new target-language inputs with a trained run of a study.
 
     Args:
-        language: the inputs' language.
-        text: a target-language input, or a text file with one input per line (pair tasks:
-            fields separated by a tab).
+        text: a target-language input, a text file with one input per line (pair tasks: fields
+            separated by a tab), or a CSV, TSV or JSONL file with the task's text columns, a
+            `language` column (rows of several languages: with --joint_adapter) and optionally the English
+            side in english_<column>.
+        language: the inputs' language (for a CSV/TSV/JSONL file: of the rows without a language).
         english: its English translation, or a file with one per line; needed by flare and x-mixup.
         method: the trained method whose adapter to use.
         fusion: its fusion (flare, flare-mt).
         seed: its seed.
         output: "labels" (a JSON list of labels or answers) or "jsonl" (one JSON object per input:
-            id, text, label and class probabilities, or answer).
+            id, language, text, label and class probabilities, or answer).
+        joint_adapter: use the study's joint adapter of the method and seed (runs/<method>/joint/seed<k>),
+            which labels rows of all the languages it was trained on.
+        allow_other_languages: label rows in a language the adapter was not trained on (its card
+            lists its languages) instead of refusing them.
     """
-    from flare.study.predict import predict_texts
+    from flare.study.predict import inputs_from_file, predict_texts
 
     details: list[dict] = []
-    labels = predict_texts(study, language, _lines(text), _lines(english) if english else None, method, fusion, seed,
-                           details if output == "jsonl" else None)
+    sides = _lines(english) if english else None
+    if Path(text).suffix.lower() in (".csv", ".tsv", ".jsonl") and Path(text).is_file():
+        texts, languages, given = inputs_from_file(study, Path(text), language)
+        if given is not None and sides is not None:
+            raise FlareError(f"predict: {text} has English columns; do not pass --english too")
+        sides = given if given is not None else sides
+    else:
+        if language is None:
+            raise FlareError("predict: --language is required (or a CSV/TSV/JSONL input with a language column)")
+        texts = _lines(text)
+        languages = [language] * len(texts)
+    labels = predict_texts(study, languages, texts, sides, method, fusion, seed,
+                           details if output == "jsonl" else None, joint_adapter, allow_other_languages)
     if output == "jsonl":
         return "\n".join(json.dumps(row, ensure_ascii=False) for row in details)
     return labels

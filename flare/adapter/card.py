@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -77,3 +78,22 @@ def model_card(
         lines += [f"| {name} | {value:g} |" for name, value in scores.items()]
     return "\n".join(lines) + "\n"
 
+
+
+def card_languages(directory: str | Path) -> list[str] | None:
+    """The languages a saved adapter's card (README.md) lists in its metadata; None when it has no
+    card or lists none (an adapter saved without them)."""
+    card = Path(directory) / "README.md"
+    if not card.is_file():
+        return None
+    text = card.read_text(encoding="utf-8")
+    if not text.startswith("---\n") or "\n---" not in text[4:]:
+        return None
+    try:
+        metadata = yaml.safe_load(text[4:text.index("\n---", 4)])
+    except yaml.YAMLError:
+        return None
+    languages = metadata.get("language") if isinstance(metadata, dict) else None
+    if isinstance(languages, str):
+        return [languages]
+    return [str(code) for code in languages] if isinstance(languages, list) and languages else None

@@ -75,6 +75,18 @@ class MTEncoder:
         return states.float() * mask.unsqueeze(-1), mask
 
 
+    def encode_each(self, texts: Sequence[str], langs: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """`encode` of texts in several languages, each tagged with its own (one pass per language)."""
+        pieces: list[torch.Tensor | None] = [None] * len(texts)
+        for lang in dict.fromkeys(langs):
+            rows = [i for i, code in enumerate(langs) if code == lang]
+            states, mask = self.encode([texts[i] for i in rows], lang)
+            for j, i in enumerate(rows):
+                pieces[i] = states[j, : int(mask[j].sum())].cpu()
+        states, mask = _pad(pieces)
+        return states.to(self.device), mask.to(self.device)
+
+
 def _pad(pieces: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     length = max(piece.shape[0] for piece in pieces)
     states = torch.zeros(len(pieces), length, pieces[0].shape[-1], dtype=torch.float32)
@@ -148,12 +160,14 @@ class EncoderStateStore:
         self._shards.add(shard)
         return shard
 
-    def get(self, texts: Sequence[str], lang: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(states [B, L, d] float32, attention_mask [B, L])`` for stored texts, right-padded."""
+    def get(self, texts: Sequence[str], lang: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(states [B, L, d] float32, attention_mask [B, L])`` for stored texts, right-padded;
+        ``lang`` is their language, or each text's own (a batch of several languages)."""
         from safetensors import safe_open
 
         self._refresh()
-        keys = [self.key(text, lang) for text in texts]
+        langs = [lang] * len(texts) if isinstance(lang, str) else list(lang)
+        keys = [self.key(text, code) for text, code in zip(texts, langs, strict=True)]
         absent = [text for text, key in zip(texts, keys) if key not in self._where]
         if absent:
             raise FlareError(f"{len(absent)} texts have no stored encoder state (first: {absent[0][:60]!r})")

@@ -1,10 +1,13 @@
 """What a study's runs read: stage 1's English data, each target language's training, validation and
 test pairs (split policy and limits), the English side a run is given (gold or a control,
-flare/mt/english_side.py), a user's own test file, and FLARE-MT's encoder states."""
+flare/mt/english_side.py), a joint adapter's mix of languages (flare/study/sampling.py), a user's
+own test file, and FLARE-MT's encoder states."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from flare.data.dataset_pairs import pairs_from_file
@@ -12,10 +15,11 @@ from flare.data.examples import Example, LoadStats, Pair
 from flare.data.task_spec import Task
 from flare.errors import FlareError
 from flare.mt.encoder import MTEncoder, precompute_encoder_states
-from flare.mt.english_side import english_side
+from flare.mt.english_side import english_examples, english_side
 from flare.mt.translate import translate_columns
 from flare.study.methods import METHODS
 from flare.study.runs import Run
+from flare.study.sampling import LanguageMix
 from flare.study.settings import Study
 
 
@@ -54,6 +58,28 @@ class StudyData:
             train, valid = train[: -data.valid_size], train[-data.valid_size:]
         return self._limit(train, data.max_train), self._limit(valid, data.max_valid)
 
+    def training(self, run: Run, languages: list[str]) -> tuple[list | LanguageMix, list]:
+        """(train, validation) items of a trained run. A joint adapter's training items are a
+        `LanguageMix` of its languages, each example with its own English side (and language, which
+        FLARE-MT's tags read); its validation items are those of all its languages (never a held-out
+        language's). Ids get their language in front, since parallel data share ids across languages."""
+        def one(language: str) -> tuple[list, list]:
+            side = None if METHODS[run.method].samples_english else run.train_english  # X-Mixup samples it
+            train, valid = (self.english(items, side, run.seed, language) for items in self.splits(language))
+            if METHODS[run.method].english_as_examples:
+                train = train + english_examples(train)
+            return train, valid
+
+        if not run.joint:
+            return one(run.language)
+        pools, valid = {}, []
+        for language in languages:
+            train_items, valid_items = one(language)
+            pools[language] = [_tagged(item, language) for item in train_items]
+            valid += [_tagged(item, language) for item in valid_items]
+        joint = self.study.joint
+        return LanguageMix.build(pools, joint.sampling, joint.temperature, joint.epoch_size, run.seed), valid
+
     def test(self, language: str) -> tuple[list[Pair], LoadStats]:
         """Test pairs, and what loading them skipped (e.g. QA answers lost in translation)."""
         data, stats = self.settings, LoadStats()
@@ -82,10 +108,11 @@ class StudyData:
         pairs = pairs_from_file(self.task, path, run.language, METHODS[run.method].english_at_test, translate)
         return self._limit(pairs, self.settings.max_test)
 
-    def mt_inputs(self, language: str, items: list) -> tuple[Callable[[list], dict], int]:
-        """FLARE-MT: the MT encoder's states of the target text, as extra model inputs, and their
-        width. Every text is encoded once and kept in <output_dir>/mt_states (safetensors), shared
-        by all seeds (keyed by the encoder's dtype too, as states computed in bfloat16 differ)."""
+    def mt_inputs(self, items: list) -> tuple[Callable[[list], dict], int]:
+        """FLARE-MT: the MT encoder's states of the target text, each tagged with its own language,
+        as extra model inputs, and their width. Every text is encoded once and kept in
+        <output_dir>/mt_states (safetensors), shared by all seeds (keyed by the encoder's dtype too,
+        as states computed in bfloat16 differ)."""
         study = self.study
         encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
                             language_map=study.language_map)
@@ -95,11 +122,36 @@ class StudyData:
             target = item.target if isinstance(item, Pair) else item
             return " ".join(target.fields[f] for f in fields)
 
-        store = precompute_encoder_states(encoder, [text(i) for i in items], language, self.out / "mt_states",
-                                          show_progress=False)
+        def language(item: Pair | Example) -> str:
+            return (item.target if isinstance(item, Pair) else item).language
+
+        for code in dict.fromkeys(language(i) for i in items):
+            store = precompute_encoder_states(encoder, [text(i) for i in items if language(i) == code], code,
+                                              self.out / "mt_states", show_progress=False)
 
         def states(batch_items: list) -> dict:
-            encoded, mask = store.get([text(i) for i in batch_items], language)
+            encoded, mask = store.get([text(i) for i in batch_items], [language(i) for i in batch_items])
             return {"source_states": encoded, "source_attention_mask": mask}
 
         return states, encoder.hidden_size
+
+
+def _tagged(item: Pair | Example, language: str) -> Pair | Example:
+    """The item with `language/` in front of its ids (and its pair's)."""
+    if isinstance(item, Pair):
+        return replace(item, source=replace(item.source, id=f"{language}/{item.source.id}"),
+                       target=replace(item.target, id=f"{language}/{item.target.id}"))
+    return replace(item, id=f"{language}/{item.id}")
+
+
+def check_joint_languages(run_dir: Path, languages: list[str]) -> None:
+    """A saved joint adapter scores a language only for the set of languages it was trained on: a
+    study that has since gained or lost a language would otherwise report an adapter trained
+    without it (or with it) as trained with its current list."""
+    path = run_dir / "trained.json"
+    recorded = json.loads(path.read_text(encoding="utf-8")).get("joint_languages") if path.is_file() else None
+    if recorded is not None and set(recorded) != set(languages):
+        raise FlareError(
+            f"{run_dir}: this joint adapter was trained on {', '.join(recorded)} but the study's languages make it "
+            f"{', '.join(languages)}; use a new output_dir, or delete that folder to train it again"
+        )

@@ -101,9 +101,10 @@ def record_settings(study: Study, where: str) -> None:
         for key in ("languages", "methods", "fusions", "seeds"):
             if isinstance(before.get(key), list):
                 settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
-        for key in ("train_english", "test_english"):
-            if isinstance((before.get("data") or {}).get(key), list):
-                settings["data"][key] = list(dict.fromkeys([*before["data"][key], *settings["data"][key]]))
+        for section, key in (("data", "train_english"), ("data", "test_english"), ("joint", "training"),
+                             ("joint", "held_out")):
+            if isinstance((before.get(section) or {}).get(key), list):
+                settings[section][key] = list(dict.fromkeys([*before[section][key], *settings[section][key]]))
     write_atomically(out / "study.yaml", f"# {where}\n" + yaml.safe_dump(settings, sort_keys=False))
 
 

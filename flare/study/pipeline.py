@@ -5,8 +5,10 @@ last epoch checkpoint.
 
 Layout of `output_dir`: study.yaml (the settings used), stage1/model (merged English task model),
 stage1/run (its logs and checkpoint), runs/<method>/<language>/seed<k>/ (logs, checkpoint,
-adapter), results.jsonl, and the report (results.csv/.md/.png); .flare.lock names the command
-that holds the folder while one runs (a second one is refused).
+adapter; a joint adapter's in runs/<method>/joint/seed<k>/, a leave-one-out one's in
+runs/<method>/joint-without-<language>/seed<k>/), results.jsonl, and the report
+(results.csv/.md/.png); .flare.lock names the command that holds the folder while one runs (a
+second one is refused).
 """
 
 from __future__ import annotations
@@ -31,8 +33,7 @@ from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
 from flare.hf.scoring import evaluate_items, predict_items, score
-from flare.mt.english_side import english_examples
-from flare.study.data import StudyData
+from flare.study.data import StudyData, check_joint_languages
 from flare.study.folder import (
     append_record,
     check_same_settings,
@@ -121,23 +122,23 @@ class Pipeline:
         extra, summary = None, {}
         test, stats = (test_pairs, LoadStats()) if test_pairs is not None else self.data.test(run.language)
         test = self.data.english(test, run.test_english, run.seed, run.language)
-        trained = run_dir / "trained.json"  # written once the adapter is saved: the other test sides reuse it
-        reused = adapter is None and run.test_english is not None and trained.is_file()
+        # written once the adapter is saved: the other test sides, and a joint adapter's other languages, reuse it
+        trained = run_dir / "trained.json"
+        reused = adapter is None and (run.test_english is not None or run.joint) and trained.is_file()
+        languages = run.trained_languages(self.study.languages)
         if reused:
             adapter = run_dir / "adapter"
+            check_joint_languages(run_dir, languages)
         if not method.trains:
             model = backbone
         else:
             train, valid = [], []
             if adapter is None:
-                side = None if method.samples_english else run.train_english  # X-Mixup samples it below
-                train, valid = (self.data.english(items, side, run.seed, run.language)
-                                for items in self.data.splits(run.language))
-                if method.english_as_examples:
-                    train = train + english_examples(train)
+                train, valid = self.data.training(run, languages)
             source_dim = None
             if method.mt_states:
-                extra, source_dim = self.data.mt_inputs(run.language, train + valid + test)
+                items = [i for pool in train.pools.values() for i in pool] if run.joint and train else list(train)
+                extra, source_dim = self.data.mt_inputs(items + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
         if adapter is not None:
             model = saved_model(run.method, load_flare_model(backbone, adapter), adapter)
@@ -158,9 +159,12 @@ class Pipeline:
                          description=f"{run.name} {run.language} seed {run.seed}")
             summary = {"best_epoch": result.best_epoch, "valid_score": result.best_score, "steps": result.steps,
                        **training_record(run, model, result.steps, self.study, self.task)}
+            if run.joint:
+                summary.update(joint_languages=languages, joint_epoch_counts=train.counts,
+                               joint_sampling=self.study.joint.sampling)
             if method.fused and (gates := list(model.english_gate_values().values())):  # where training left them
                 summary["english_gate"] = {"min": min(gates), "mean": sum(gates) / len(gates), "max": max(gates)}
-            model.save_pretrained(run_dir / "adapter")
+            model.save_pretrained(run_dir / "adapter", languages=languages)  # the card lists them
             write_atomically(trained, json.dumps(summary))
         predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
         metrics = score(self.task, predictions, test, formatter.view)
@@ -171,6 +175,7 @@ class Pipeline:
             "train_english": run.train_english, "test_english": run.test_english,
             "model": self.study.model, "method": run.method, "fusion": run.fusion, "label": run.label,
             "variant": run.variant, "stage2": asdict(self.study.stage2),
+            "joint": run.joint, "held_out": run.language if run.scope == "held-out" else None,
             "language": run.language, "seed": run.seed, "metric": self.task.metric, "score": metrics[self.task.metric],
             "metrics": metrics, "n_test": len(test), "test_skipped": stats.skipped, "source": self.study.data.source,
             **summary,
@@ -214,6 +219,9 @@ class Pipeline:
         """Run what is not recorded yet. With a time budget, no new run starts once it is spent
         (long studies run in chunks; each chunk adds to results.jsonl)."""
         _, todo = self._todo()
+        for run in plan(self.study, folder_variant(self.study)):  # recorded joint runs too: their adapter is shared
+            if run.joint:
+                check_joint_languages(run.folder(self.out), run.trained_languages(self.study.languages))
         if todo:
             check_plan(self.study, self.task, self.data, todo)
         else:  # nothing left to run, yet the report must not claim settings the runs were not made with

@@ -6,10 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from flare.data.task_spec import Task
+from flare.errors import FlareError
 from flare.hf.checks import check_model
 from flare.hf.formats import input_length
 from flare.mt.translate import check_mt_model
-from flare.study.data import StudyData
+from flare.study.data import StudyData, check_joint_languages
 from flare.study.folder import check_same_settings, check_writable, stage1_done, stage1_source
 from flare.study.methods import METHODS
 from flare.study.objectives import check_objectives
@@ -40,14 +41,35 @@ def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], train
         data.english_test()
         check_checkpoint(out / "stage1" / "run" / "checkpoint")
     seed = study.seeds[0]
-    for language in dict.fromkeys(run.language for run in runs):
-        test = data.test(language)[0] if test_split else []
-        for side in dict.fromkeys(r.test_english for r in runs if r.language == language):
+    # every language a run trains on: its own, or all of a joint adapter's
+    trained = {run: run.trained_languages(study.languages) for run in runs if trains and METHODS[run.method].trains}
+    for language in dict.fromkeys([*(run.language for run in runs), *(lang for ls in trained.values() for lang in ls)]):
+        scored = [r for r in runs if r.language == language]
+        test = _joint_test(data, language, scored) if test_split and scored else []
+        for side in dict.fromkeys(r.test_english for r in scored):
             data.english(test, side, seed, language)  # e.g. a lexicon file that is missing or broken
-        if trains and any(r.language == language and METHODS[r.method].trains for r in runs):
+        sides = list(dict.fromkeys(r.train_english for r, languages in trained.items() if language in languages))
+        if sides:
             splits = data.splits(language)
-            for side in dict.fromkeys(r.train_english for r in runs if r.language == language):
+            for side in sides:
                 for items in splits:
                     data.english(items, side, seed, language)
     for run in runs:
         check_checkpoint(run.folder(out) / "checkpoint")
+        if run.joint and run in trained:
+            check_joint_languages(run.folder(out), trained[run])
+
+
+def _joint_test(data: StudyData, language: str, runs: list[Run]) -> list:
+    """A language's test pairs; for a joint or leave-one-out adapter of a method that reads English
+    at test time, a language without them is said in those terms (before any adapter is trained)."""
+    try:
+        return data.test(language)[0]
+    except FlareError as error:
+        readers = sorted({r.method for r in runs if r.joint and METHODS[r.method].english_at_test})
+        if not readers:
+            raise
+        raise FlareError(
+            f"joint: {language} has no English side at test time, which {', '.join(readers)} reads ({error}); "
+            "give its translations (data.translations_dir) or leave the language out"
+        ) from None

@@ -234,9 +234,11 @@ def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
         lines += ["", f"avg: mean over {', '.join(s.averaged_languages) or 'no'} target languages per seed, "
                   f"then mean ± sample std over seeds" + (f" ({', '.join(english)} excluded)." if english else ".")]
         lines += [f"- note: {note}" for note in s.notes]
-        baselines = [row for row in s.labels if s.methods[row] == BASELINE]
+        joint = {r["label"] for r in records if r.get("joint")}  # a per-language LoRA row is the baseline
+        baselines = [row for row in s.labels if s.methods[row] == BASELINE and row not in joint]
         for baseline in [*(baselines if len(baselines) == 1 else []), *(a for a in against if a in s.labels)]:
             lines += _difference_table(records, s, baseline)
+        lines += _joint_table(records, s)
         lines += ["", *_wall_time_table(records, s)]
         lines.append("")
     return "\n".join(lines)
@@ -258,6 +260,30 @@ def _difference_table(records: Sequence[Mapping[str, Any]], s: TaskSummary, base
     intro = (f"Paired difference vs {baseline} (avg, runs paired by language and seed; "
              "95% t-interval over seeds, or over languages with one seed):")
     return ["", intro, "", "| method | Δ avg | 95% CI | n |", "|---|---:|---:|---|", *diffs]
+
+
+def _joint_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> list[str]:
+    """Each joint adapter's rows minus the per-language adapters of the same method (the same run id
+    without its `joint/` part), with the 95% CI of `paired_difference`."""
+    keys = _group_keys(records)
+    label_of = {r["run_id"]: r["label"] for r in records if keys[r["run_id"]] == s.task}
+    pairs = {(r["label"], label_of[per_language]) for r in records if keys[r["run_id"]] == s.task
+             and r.get("joint") and not r.get("held_out")
+             and (per_language := r["run_id"].replace("/joint/", "/", 1)) in label_of}
+    rows = []
+    for joint, per_language in sorted(pairs, key=lambda pair: s.labels.index(pair[0])):
+        try:
+            d = paired_difference(records, joint, per_language, s.task)
+        except FlareError as error:
+            rows.append(f"| {joint} | {per_language} | – | – | {error} |")
+            continue
+        ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+        rows.append(f"| {joint} | {per_language} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
+    if not rows:
+        return []
+    return ["", "One joint adapter minus one adapter per language (avg, paired by language and seed; "
+            "95% t-interval over seeds, or over languages with one seed):", "",
+            "| joint | per-language | Δ avg | 95% CI | n |", "|---|---|---:|---:|---|", *rows]
 
 
 def _wall_time_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> list[str]:

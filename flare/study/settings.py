@@ -131,6 +131,36 @@ class DataSettings:
     lexicon_dir: str | None = None
 
 
+@dataclass
+class JointSettings:
+    """One adapter for many target languages (issue 38): which adapters the trained methods get, and
+    how a joint adapter's training mixes its languages.
+
+    Args:
+        training: the adapters of every trained method and seed: "per-language" (one per target
+            language, as in the paper) and/or "joint" (one trained on all of `languages` together,
+            scored on each of them). Both: the report shows the joint rows beside the per-language ones.
+        held_out: languages of the study each left out of a joint adapter in turn (leave-one-language-out):
+            for each, one adapter per trained method and seed is trained on the other languages and
+            scored on the held-out one only, with its English side at test time. Empty: none.
+        sampling: how a joint epoch draws its languages: "proportional" (p_l = n_l / sum n, every
+            example once per epoch when epoch_size is 0) or "temperature" (p_l proportional to
+            n_l^(1/temperature): small languages up-sampled, as in multilingual MT).
+        temperature: T of temperature sampling (1 is proportional; larger flattens towards uniform).
+        epoch_size: examples per joint epoch; 0: the number of training examples of all its
+            languages together. Each language gets round(epoch_size * p_l) examples (largest
+            remainders), drawn without replacement from a permutation of its examples (cycling when a
+            language is up-sampled), freshly for each epoch from (seed, epoch): the same seed gives the
+            same epochs, after a resume too.
+    """
+
+    training: list[Literal["per-language", "joint"]] = field(default_factory=lambda: ["per-language"])
+    held_out: list[str] = field(default_factory=list)
+    sampling: Literal["proportional", "temperature"] = "temperature"
+    temperature: Annotated[float, Range(1, 1000)] = 5.0
+    epoch_size: Count = 0
+
+
 # The adapter fields a study sets, declared and documented once, by FlareConfig; the rest of
 # FlareConfig follows from the method (fusion, source_dim), the task and the model family.
 STUDY_ADAPTER_FIELDS = (
@@ -181,6 +211,7 @@ class Study:
         dtype: dtype of the frozen base: "auto" (bfloat16 on a GPU that has it, else float16; float32
             on the CPU), "float32", "bfloat16" or "float16". Adapter weights stay float32 (autocast).
         data: which examples each stage sees.
+        joint: one adapter for many target languages (joint training, leave-one-language-out).
         adapter: the LoRA / FLARE adapter.
         stage1: English task fine-tuning.
         stage2: cross-lingual adaptation.
@@ -201,6 +232,7 @@ class Study:
     device: str = "auto"
     dtype: str = "auto"
     data: DataSettings = field(default_factory=DataSettings)
+    joint: JointSettings = field(default_factory=JointSettings)
     adapter: AdapterSettings = field(default_factory=AdapterSettings)
     stage1: StageSettings = field(default_factory=StageSettings)
     stage2: StageSettings = field(default_factory=StageSettings)
@@ -213,9 +245,11 @@ class Study:
 
         from_dict(type(self), dataclasses.asdict(self))
         task = get_task(self.task)
-        for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english"):
-            values = getattr(self.data, name[5:]) if name.startswith("data.") else getattr(self, name)
-            if not values and (name != "fusions" or any(m in FUSED for m in self.methods)):
+        for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english",
+                     "joint.training", "joint.held_out"):
+            section, _, key = name.rpartition(".")
+            values = getattr(getattr(self, section) if section else self, key)
+            if not values and name != "joint.held_out" and (name != "fusions" or any(m in FUSED for m in self.methods)):
                 needs = " (the flare methods need a fusion)" if name == "fusions" else ""
                 raise FlareError(f"{name}: the list is empty; give at least one{needs}")
             repeated = next((v for i, v in enumerate(values) if v in values[:i]), None)
@@ -228,6 +262,11 @@ class Study:
         if "x-mixup" in self.methods and task.type != "classification":
             # the QA variant needs English span labels on the English stream (gold English only)
             raise FlareError(f"methods: x-mixup is implemented for classification tasks, not {task.type} ({task.name})")
+        for language in self.joint.held_out:
+            if language not in self.languages:
+                raise FlareError(f"joint.held_out: {language} is not one of the study's languages")
+        if self.joint.held_out and len(self.languages) < 2:
+            raise FlareError("joint.held_out: leaving a language out needs at least two languages")
         if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
         if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1
@@ -336,7 +375,7 @@ def study_to_dict(study: Study) -> dict[str, Any]:
 # first seed, which trains stage 1) decides what a run computes.
 RESUMABLE_CHANGES = frozenset({
     "languages", "methods", "fusions", "seeds", "output_dir", "device", "data.data_dir", "data.translations_dir",
-    "data.train_english", "data.test_english", "data.lexicon_dir",
+    "data.train_english", "data.test_english", "data.lexicon_dir", "joint.training", "joint.held_out",
     *(f"{stage}.{name}" for stage in ("stage1", "stage2")
       for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project", "log_with")),
 })

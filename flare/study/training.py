@@ -31,6 +31,7 @@ from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
 from flare.hf.checks import safetensors_problem
 from flare.hf.device import autocast, autocast_dtype, model_device
+from flare.study.sampling import LanguageMix
 from flare.study.settings import StageSettings, trackers
 
 # The resume checkpoint's files (written at each epoch's end, read by a rerun and checked by the plan)
@@ -79,7 +80,7 @@ def _load_optimizer_tensors(
 
 def fit(
     model: torch.nn.Module,
-    train_items: Sequence[Any],
+    train_items: Sequence[Any] | LanguageMix,
     collate: Callable[[Sequence[Any]], dict[str, torch.Tensor]],
     settings: StageSettings,
     seed: int,
@@ -92,7 +93,8 @@ def fit(
 
     Args:
         model: a model whose trainable parameters are the adapter (and head).
-        train_items: examples or pairs; `collate` turns a list of them into a batch.
+        train_items: examples or pairs; `collate` turns a list of them into a batch. A `LanguageMix`
+            (joint training) draws each epoch's items anew from (seed, epoch).
         collate: the batch builder (e.g. a flare.hf.formats.PairFormatter).
         settings: learning rate, epochs, batch size and the rest of the stage.
         seed: seeds data order, dropout and initialisation.
@@ -168,8 +170,9 @@ def fit(
     for epoch in range(state["epoch"], settings.epochs):
         model.train()
         order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
+        items = train_items.epoch(epoch) if isinstance(train_items, LanguageMix) else list(train_items)
         loader = DataLoader(
-            list(train_items), batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
+            items, batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
         )
         loader = accelerator.prepare_data_loader(loader)
         losses, start = [], time.perf_counter()

@@ -28,6 +28,8 @@ from flare.study.settings import load_study
 PROGRESS = re.compile(r"\d+%\|")  # tqdm bars (e.g. transformers' "Loading weights") are not messages
 EN = "id,text,label\n1,good food,positive\n2,bad service,negative\n"
 DE = "id,text,label\n1,gutes Essen,positive\n2,schlechter Service,negative\n"
+JOINT_ROWS = ('{"text": "apik", "english_text": "good", "language": "jav"}\n'
+              '{"text": "alus", "english_text": "good", "language": "sun"}\n')
 PAYLOAD = "!!python/object/apply:os.system ['touch {}/pwned']"
 
 
@@ -45,13 +47,14 @@ def _encoder(path: Path, texts: list[str], hidden: int = 32) -> Path:
     return path
 
 
-def _adapter(base: Path, directory: Path) -> None:
+def _adapter(base: Path, directory: Path, languages: list[str] | None = None) -> None:
     from flare.hf.loading import adapt, flare_config, load_backbone
     from flare.study.settings import AdapterSettings
 
     task = get_task("nusax")
     backbone, _, family = load_backbone(str(base), task, seed=0)
-    adapt(backbone, flare_config(AdapterSettings().flare_kwargs(), task, family, "add_relu")).save_pretrained(directory)
+    model = adapt(backbone, flare_config(AdapterSettings().flare_kwargs(), task, family, "add_relu"))
+    model.save_pretrained(directory, languages=languages)
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +71,7 @@ def shared(tmp_path_factory, data_dir):
     encoder = _encoder(root / "encoder", texts)
     shutil.copytree(encoder, root / "study/stage1/model")
     _adapter(root / "study/stage1/model", root / "study/runs/flare-add_relu/jav/seed1/adapter")
+    _adapter(root / "study/stage1/model", root / "study/runs/flare-add_relu/joint/seed1/adapter", ["jav", "ban"])
     _adapter(_encoder(root / "wide", texts, hidden=48), root / "wide_adapter")
     return {"root": root, "encoder": encoder, "nllb": shared_tiny_nllb(tmp_path_factory, data_dir), "data": data_dir}
 
@@ -286,6 +290,18 @@ CASES = [  # id, the CLI command or "python", what the one line must say, set-up
      lambda c: c.predict("--text", str(c.file("in.txt", "apik \xe9\n".encode("latin-1"))), "--english", "good")),
     ("predict-english-count", "predict", r"2 inputs but 1 English translations",
      lambda c: c.predict("--text", str(c.file("in.txt", "apik\nala\n")), "--english", "good")),
+    ("predict-language-the-joint-adapter-lacks", "predict",
+     r"input 1 is in sun, which .*joint/seed1/adapter was not trained on \(jav, ban\); pass --allow_other_languages",
+     lambda c: ["predict", c.trained(), "--joint_adapter", "true", "--text", str(c.file("in.jsonl", JOINT_ROWS))]),
+    ("predict-mixed-languages-without-joint", "predict", r"inputs are in 2 languages \(jav, sun\).*--joint_adapter",
+     lambda c: ["predict", c.trained(), "--text", str(c.file("in.jsonl", JOINT_ROWS))]),
+    # joint studies
+    ("joint-language-without-english-at-test", "compare",
+     r"joint: jav has no English side at test time, which flare reads \(.*\); give its translations",
+     lambda c: ["compare", c.study(joint={"training": ["joint"]}, data={
+         "data_dir": c.data, "max_length": 32, "source": "machine", "translations_dir": str(c.tmp / "translations")})]),
+    ("joint-held-out-not-a-language", "compare", r"joint.held_out: sun is not one of the study's languages",
+     lambda c: ["compare", c.study(joint={"held_out": ["sun"]})]),
     # report
     ("report-malformed-jsonl", "report", r"results.jsonl: line 2 is not valid JSON",
      lambda c: _report(c, RECORD + '{"run_id": "nusax/fl')),

@@ -78,3 +78,21 @@ def test_states_computed_in_another_dtype_are_cached_apart(encoder, tmp_path):
     exact = precompute_encoder_states(encoder, TEXTS, "jav", tmp_path, show_progress=False)  # encoded again
     assert torch.equal(exact.get(TEXTS, "jav")[0], encoder.encode(TEXTS, "jav")[0])
     assert not torch.equal(exact.get(TEXTS, "jav")[0], stored)
+
+
+def test_a_batch_of_several_languages_tags_each_text_with_its_own(encoder, tmp_path):
+    """Joint FLARE-MT (issue 38): a batch mixes languages; every row equals that text encoded alone
+    with its own language's tag, whether encoded now or read back from the store."""
+    languages = ["jav", "sun", "jav"]
+    states, mask = encoder.encode_each(TEXTS, languages)
+    for code in ("jav", "sun"):
+        precompute_encoder_states(encoder, [t for t, c in zip(TEXTS, languages) if c == code], code, tmp_path,
+                                  show_progress=False)
+    stored, stored_mask = EncoderStateStore(tmp_path, encoder.model_name, encoder.max_length).get(TEXTS, languages)
+    assert torch.equal(mask, stored_mask) and torch.allclose(states, stored, atol=1e-6)
+    for row, (text, code) in enumerate(zip(TEXTS, languages)):
+        alone, alone_mask = encoder.encode([text], code)
+        length = int(alone_mask.sum())
+        assert int(mask[row].sum()) == length and torch.allclose(states[row, :length], alone[0, :length], atol=1e-5)
+    other, _ = encoder.encode([TEXTS[1]], "jav")  # the tag matters: sun's row is not jav's encoding
+    assert not torch.allclose(states[1, : other.shape[1]], other[0], atol=1e-5)
