@@ -148,7 +148,8 @@ def run_hub(text, tmp_path, monkeypatch):
     assert "| accuracy | 71.2 |" in card and isinstance(scope["model"], flare.FlareModel)
 
 
-def run_command_line(text, tmp_path, monkeypatch):
+def run_command_line(text, tmp_path, monkeypatch, commands=("compare", "train", "evaluate", "translate", "predict",
+                                                             "report")):
     """Each line parses with the real CLI against the README's study YAML, and the run folders
     the lines name sit in that study's output_dir."""
     study_text = _block("methods: [zero-shot, translate-test")
@@ -157,7 +158,7 @@ def run_command_line(text, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     output_dir = load_study(tmp_path / "study.yaml").output_dir
     lines = _command_lines(text)
-    assert {argv[0] for argv in lines} >= {"compare", "train", "evaluate", "translate", "predict", "report"}
+    assert {argv[0] for argv in lines} >= set(commands)
     for argv in lines:
         name, _ = parse_command(argv)
         assert name == argv[0]
@@ -171,6 +172,20 @@ def run_study_yaml(text, tmp_path, monkeypatch):
     assert study.languages and study.methods
 
 
+def run_joint_yaml(text, tmp_path, monkeypatch):
+    from flare.files import load_yaml
+    from flare.study.runs import plan
+    from flare.study.settings import Study, from_dict
+
+    study = from_dict(Study, {"task": "nusax", **load_yaml(text, "README")}).validate()
+    scopes = [run.scope for run in plan(study)]
+    assert scopes.count("joint") == 6 and scopes.count("held-out") == 2  # 3 languages x 2 methods; ace left out
+
+
+def run_joint_commands(text, tmp_path, monkeypatch):
+    run_command_line(text, tmp_path, monkeypatch, commands=("predict", "evaluate"))
+
+
 RUNNERS: dict[str, Callable] = {
     "pip install ./flare-xlt": run_install,
     "flare.task_from_dict": run_first_run,
@@ -182,6 +197,8 @@ RUNNERS: dict[str, Callable] = {
     'model.push_to_hub("you/flare-llama-swahili"': run_hub,
     "flare compare study.yaml --stage2.learning_rate": run_command_line,
     "methods: [zero-shot, translate-test": run_study_yaml,
+    "held_out: [ace]": run_joint_yaml,
+    "--joint_adapter true --text rows.jsonl": run_joint_commands,
 }
 
 
