@@ -95,7 +95,7 @@ class Pipeline:
         )
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
         merge_and_save(model, tokenizer, model_dir, self.study.model, self.task, self.study.family)
-        summary = {**result.__dict__, "english_test": test_metrics}
+        summary = {**{k: v for k, v in result.__dict__.items() if k != "step_losses"}, "english_test": test_metrics}
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
 

@@ -52,6 +52,7 @@ class TrainResult:
     epochs: int
     steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # each batch's loss (over all processes) this call
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -179,6 +180,7 @@ def fit(
 
     log_path = run_dir / "train_log.csv"
     loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
+    step_losses: list[float] = []
     for epoch in range(state["epoch"], settings.epochs):
         model.train()
         order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
@@ -208,6 +210,7 @@ def fit(
             # the batch's loss over all processes (each computed the loss of its share)
             losses.append(accelerator.reduce(loss.detach(), "mean").item() if accelerator.num_processes > 1
                           else loss.item())
+            step_losses.append(losses[-1])
             if accelerator.sync_gradients:
                 state["step"] += 1
                 if loggers:
@@ -241,7 +244,8 @@ def fit(
     if best:
         for name, param in _trainable(unwrapped).items():
             copy_full_into(param, best[name])
-    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"])
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"],
+                       step_losses)
 
 
 class _Loggers:
