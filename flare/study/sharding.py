@@ -62,8 +62,9 @@ def check_sharding(device_type: str, dtype_name: str, load_in_4bit: bool, env: M
     if requested_sharding(env) is None:
         return
     if load_in_4bit:
-        raise FlareError("load_in_4bit with FSDP2 is not supported: bitsandbytes keeps NF4 weights in uint8 storage, "
-                         "which flare-xlt's fully_shard path does not shard; use a bfloat16 base (dtype: bfloat16)")
+        # measured: fully_shard over NF4 weights runs but computes another loss (benchmarks/fsdp2_4bit_probe.py)
+        raise FlareError("load_in_4bit with FSDP2 is not supported: sharded bitsandbytes 4-bit weights compute wrong "
+                         "outputs on this version; use a bfloat16 base (dtype: bfloat16) or one process")
     if device_type not in ("cuda", "cpu"):
         raise FlareError(f"FSDP2 training runs on CUDA GPUs or the CPU, not on {device_type}")
     precision = env.get("ACCELERATE_MIXED_PRECISION", "no").strip().lower()
