@@ -1,7 +1,8 @@
 """Trains tiny FLARE adapters with flare.study.training.fit, one per case, and saves each adapter
 (model.save_pretrained on every process) with its per-step losses. Run directly (one process) or
 under `accelerate launch --config_file examples/accelerate/fsdp2.yaml --mixed_precision no
---num_processes 2` (FSDP2 on the CPU, gloo; fit shards each model, save_pretrained gathers it).
+--num_processes 2` (FSDP2 on the CPU, gloo; fit shards each model, save_pretrained gathers it). Given a study YAML,
+`flare compare` then runs it in the same processes.
 
 Cases: llama (fp32), llama_bf16 (fp32 adapter on a bfloat16 base), llama_checkpointing (gradient
 checkpointing), xlmr (sequence classification). Every row of a batch has the same length, so
@@ -16,6 +17,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from flare import FlareConfig, get_flare_model
 from flare.adapter.sharding import is_main_process, is_sharded
+from flare.cli import main as cli_main
 from flare.study.settings import StageSettings
 from flare.study.training import fit
 from tiny_models import llama, xlmr_classifier
@@ -60,13 +62,17 @@ def train(case: str, out: Path) -> None:
         (out / case / "losses.json").write_text(json.dumps(record))
 
 
-def main(out: str) -> None:
+def main(out: str, study_yaml: str | None = None) -> None:
     for case in CASES:
         train(case, Path(out))
+    if study_yaml is not None:  # then the whole `flare compare`, in the same processes
+        status = cli_main(["compare", study_yaml])
+        if status:
+            raise SystemExit(status)
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     if is_main_process():
         print(f"world_size={torch.distributed.get_world_size() if distributed else 1}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:])

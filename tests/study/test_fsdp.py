@@ -16,8 +16,11 @@ from safetensors.torch import load_file
 
 sys.path.insert(0, str(Path(__file__).parents[1]))
 import fsdp_fit
+import yaml
 
 from flare import load_flare_model
+from flare.study.settings import study_to_dict
+from tiny_study import save_tiny_llama, toy_study
 
 ROOT = Path(__file__).parents[2]
 CONFIG = ROOT / "examples" / "accelerate" / "fsdp2.yaml"
@@ -33,10 +36,18 @@ def runs(tmp_path_factory):
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ACCELERATE_", "FSDP_"))}
     env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     script = str(Path(fsdp_fit.__file__))
-    subprocess.run([sys.executable, script, str(out / "one")], check=True, env=env, capture_output=True)
+    model = save_tiny_llama(out / "model", hidden=32)
+    studies = {}
+    for name in ("one", "two"):  # the same toy study, in two output folders
+        study = toy_study(model, out / name / "study", device="cpu", dtype="float32", methods=["flare"])
+        studies[name] = out / f"{name}.yaml"
+        studies[name].write_text(yaml.safe_dump(study_to_dict(study)))
+    subprocess.run([sys.executable, script, str(out / "one"), str(studies["one"])], check=True, env=env,
+                   capture_output=True)
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIG),
               "--mixed_precision", "no", "--num_processes", "2", "--main_process_port", "29519"]
-    result = subprocess.run([*launch, script, str(out / "two")], env=env, capture_output=True, text=True)
+    result = subprocess.run([*launch, script, str(out / "two"), str(studies["two"])], env=env, capture_output=True,
+                            text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "world_size=2" in result.stdout  # really two processes
     return out / "one", out / "two"
@@ -93,3 +104,23 @@ def test_gathered_adapter_loads_and_predicts_in_one_process(runs, case):
         plain = load_flare_model(fsdp_fit.case_model(case), two / case / "adapter").eval()(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
     assert not torch.allclose(plain, outputs[1])
+
+
+@pytest.mark.slow
+def test_flare_compare_under_fsdp2_writes_what_one_process_writes(runs):
+    """Stage 1 (trained sharded, gathered and merged on the first process), stage 2 and the records:
+    the same files, the same tensors, one record, the same scores."""
+    one, two = (folder / "study" for folder in runs)
+    files = {folder: sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+             for folder in (one, two)}
+    assert files[one] == files[two] and "stage1/model/model.safetensors" in files[one]
+    for name in [f for f in files[one] if f.endswith(".safetensors")]:
+        first, second = load_file(one / name), load_file(two / name)
+        assert first.keys() == second.keys(), name
+        for key in first:
+            torch.testing.assert_close(second[key], first[key], rtol=1e-4, atol=1e-5, msg=f"{name} {key}")
+    records = [[json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines()]
+               for folder in (one, two)]
+    assert len(records[0]) == len(records[1]) == 1  # the second process recorded nothing
+    assert records[1][0]["score"] == records[0][0]["score"]
+    assert records[1][0]["valid_score"] == records[0][0]["valid_score"]
