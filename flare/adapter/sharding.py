@@ -67,13 +67,16 @@ def shard_flare_model(
         mp_policy: a torch.distributed.fsdp.MixedPrecisionPolicy (default: compute in each
             parameter's own dtype).
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        raise FlareError("FSDP2 needs an initialised process group (launch with torchrun or accelerate launch)")
     quantized = [name for name, p in model.named_parameters() if type(p).__name__ == "Params4bit"]
     if quantized:
         # measured: fully_shard over NF4 weights runs but computes another loss (benchmarks/fsdp2_4bit_probe.py)
         raise FlareError("a 4-bit (bitsandbytes) base cannot be sharded with FSDP2: its sharded weights compute wrong "
                          "outputs; use a bfloat16 base or one process")
+    if len(getattr(model, "english_gates", ())):
+        raise FlareError("english_gate cannot be sharded with FSDP2 (fully_shard refuses its scalar gates); "
+                         "train it in one process or with DDP")
+    if not (dist.is_available() and dist.is_initialized()):
+        raise FlareError("FSDP2 needs an initialised process group (launch with torchrun or accelerate launch)")
     names = set(layers if layers is not None else layer_classes(model))
     units = [m for m in model.modules() if type(m).__name__ in names]
     if not units:

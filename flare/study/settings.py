@@ -231,7 +231,8 @@ class Study:
         from flare.hf.device import dtype_name, resolve_placement
 
         placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
-        check_sharding(placement.device.type, dtype_name(placement.dtype), self.load_in_4bit)  # an FSDP launch
+        # what an FSDP launch config cannot train
+        check_sharding(placement.device.type, dtype_name(placement.dtype), self.load_in_4bit, self.adapter.english_gate)
         for name in ("stage1", "stage2"):
             placement.check_mixed_precision(getattr(self, name).mixed_precision, f"{name}.mixed_precision")
             check_trackers(getattr(self, name), name)

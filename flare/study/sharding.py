@@ -56,11 +56,15 @@ def requested_sharding(env: Mapping[str, str] | None = None) -> ShardingPlan | N
     return ShardingPlan(names or None, reshard.strip().lower() != "false")
 
 
-def check_sharding(device_type: str, dtype_name: str, load_in_4bit: bool, env: Mapping[str, str] | None = None) -> None:
+def check_sharding(device_type: str, dtype_name: str, load_in_4bit: bool, english_gate: bool = False,
+                   env: Mapping[str, str] | None = None) -> None:
     """Refuse a study the FSDP2 launch config cannot train (called by the plan, before any work)."""
     env = os.environ if env is None else env
     if requested_sharding(env) is None:
         return
+    if english_gate:
+        raise FlareError("adapter.english_gate with FSDP2 is not supported (fully_shard refuses its scalar gates); "
+                         "use DDP or one process")
     if load_in_4bit:
         # measured: fully_shard over NF4 weights runs but computes another loss (benchmarks/fsdp2_4bit_probe.py)
         raise FlareError("load_in_4bit with FSDP2 is not supported: sharded bitsandbytes 4-bit weights compute wrong "
