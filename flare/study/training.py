@@ -144,8 +144,9 @@ def fit(
                           plan.reshard_after_forward)
     elif accelerator.num_processes > 1:
         model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
-    names = list(_trainable(model))
-    params = list(_trainable(model).values())
+    # named as in the unwrapped model (DDP would prefix "module."): the checkpoint reads the same in any launch
+    names = list(_trainable(accelerator.unwrap_model(model)))
+    params = list(_trainable(accelerator.unwrap_model(model)).values())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     batches_per_epoch = math.ceil(len(train_items) / settings.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
