@@ -22,6 +22,7 @@ _LAZY = {
     "get_flare_model": "flare.adapter",
     "load_flare_model": "flare.adapter",
     "SourceCollator": "flare.adapter",
+    "shard_flare_model": "flare.adapter",
     "pairs_from_dataset": "flare.data.dataset_pairs",
     "task_from_dict": "flare.data.custom_task",
     "classification_metrics": "flare.hf.metrics",

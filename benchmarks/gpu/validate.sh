@@ -3,8 +3,11 @@
 #   1. install flare-xlt against the machine's own torch / transformers / peft / accelerate, with the
 #      few packages it lacks taken from benchmarks/gpu/wheels (nothing the machine has is replaced);
 #   2. run the `gpu` test tier (tests/gpu);
-#   3. benchmark FLARE against LoRA at Llama-3.1-8B shapes (benchmarks/gpu/bench.py).
-# Results go to $OUT (default benchmarks/gpu/out): environment.txt, gpu_tests.txt, gpu_bench.json/.md.
+#   3. benchmark FLARE against LoRA at Llama-3.1-8B shapes (benchmarks/gpu/bench.py);
+#   4. with two or more GPUs: FSDP2 against DDP, step time and per-GPU peak memory
+#      (benchmarks/gpu/fsdp2_check.py; skipped with fewer).
+# Results go to $OUT (default benchmarks/gpu/out): environment.txt, gpu_tests.txt, gpu_bench.json/.md,
+# fsdp2_check_ddp.json / fsdp2_check_fsdp2.json (or fsdp2_check.txt saying why it was skipped).
 #
 #   bash benchmarks/gpu/validate.sh           # on the GPU machine
 #   bash benchmarks/gpu/validate.sh --tiny    # dry run with tiny shapes (CPU: the gpu tests skip)
@@ -77,5 +80,25 @@ BENCH=$?
 set -e
 grep -v -i warn "$OUT/gpu_bench.log" | tail -n 40 || true
 cat "$OUT/gpu_bench.md" 2>/dev/null || true
-log "done: gpu tests exit status $TESTS, benchmark exit status $BENCH"
-if ((TESTS != 0 || BENCH != 0)); then exit 1; fi
+log "FSDP2 check"
+# FSDP2 against DDP (benchmarks/gpu/fsdp2_check.py): needs two or more GPUs, skipped otherwise
+# (also in the --tiny dry run on the CPU)
+GPUS=$("$PY" -c 'import torch; print(torch.cuda.device_count() if torch.cuda.is_available() else 0)')
+FSDP=0
+if ((GPUS >= 2)); then
+  set +e
+  "$PY" -m accelerate.commands.launch --multi_gpu --num_processes "$GPUS" --mixed_precision bf16 \
+    benchmarks/gpu/fsdp2_check.py ddp "$OUT" > "$OUT/fsdp2_check_ddp.log" 2>&1
+  DDP_STATUS=$?
+  "$PY" -m accelerate.commands.launch --config_file examples/accelerate/fsdp2.yaml --num_processes "$GPUS" \
+    benchmarks/gpu/fsdp2_check.py fsdp2 "$OUT" > "$OUT/fsdp2_check_fsdp2.log" 2>&1
+  FSDP=$?
+  set -e
+  if ((DDP_STATUS != 0)); then FSDP=1; fi
+  tail -n 3 "$OUT/fsdp2_check_ddp.log" "$OUT/fsdp2_check_fsdp2.log" || true
+  log "FSDP2 check exit status $FSDP (ddp $DDP_STATUS)"
+else
+  log "FSDP2 check skipped: $GPUS GPU(s), needs 2 or more" | tee "$OUT/fsdp2_check.txt"
+fi
+log "done: gpu tests exit status $TESTS, benchmark exit status $BENCH, FSDP2 check exit status $FSDP"
+if ((TESTS != 0 || BENCH != 0 || FSDP != 0)); then exit 1; fi

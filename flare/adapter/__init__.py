@@ -12,6 +12,7 @@ _LAZY = {
     "SourceCollator": "flare.adapter.collate",
     "get_flare_model": "flare.adapter.build",
     "load_flare_model": "flare.adapter.build",
+    "shard_flare_model": "flare.adapter.sharding",
 }
 
 __all__ = list(_LAZY)

@@ -29,6 +29,7 @@ from torch import nn
 
 from flare.adapter.card import check_card_inputs, model_card
 from flare.adapter.config import FlareConfig
+from flare.adapter.sharding import gathered_adapter_state, is_main_process, is_sharded
 from flare.errors import FlareError, first_line
 
 if TYPE_CHECKING:  # the model class is passed in: io sits below model.py and citizen.py
@@ -47,8 +48,13 @@ def save_flare(
     scores: dict[str, float] | None = None, state_dict: dict | None = None, **peft_kwargs: Any,
 ) -> None:
     """Write the adapter folder. state_dict (Trainer passes one under DeepSpeed/FSDP) is the
-    FlareModel's full state dict; by default the model's own weights are saved."""
+    FlareModel's full state dict; by default the model's own weights are saved. A model sharded
+    with FSDP2 is gathered on every process (call this on all of them) and written by the first."""
     check_card_inputs(languages, scores)
+    if state_dict is None and is_sharded(model):
+        state_dict = gathered_adapter_state(model)
+        if not is_main_process():
+            return
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.saving-", dir=directory.parent))

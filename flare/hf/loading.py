@@ -11,6 +11,8 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from flare.adapter import FlareConfig, FlareModel, get_flare_model, load_flare_model
+from flare.adapter.io import save_flare
+from flare.adapter.sharding import gathered_adapter_state, is_main_process, is_sharded, wait_for_everyone
 from flare.data.tasks import Task
 from flare.errors import FlareError, first_line
 from flare.files import atomic_dir
@@ -80,17 +82,29 @@ def merge_and_save(
     merge), adding a second rounding on top of the first and tying the saved model to
     bitsandbytes. Instead the adapter goes onto a float32 copy of the `original` weights (on the
     4-bit model's device), merges exactly, and is saved in float32; stage 2 quantises it once
-    when it loads it."""
-    with atomic_dir(directory) as staging:
-        if getattr(model.backbone, "is_loaded_in_4bit", False):
-            if original is None or task is None:
-                raise FlareError("merging into a 4-bit base needs the original model and task")
-            model.save_pretrained(staging / "adapter")
-            device = next(model.parameters()).device
-            full, _, _ = load_backbone(original, task, placement=Placement(device, torch.float32), family=family)
-            merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
-            shutil.rmtree(staging / "adapter")
-        else:
-            merged = model.peft_model.merge_and_unload()
-        merged.save_pretrained(staging, safe_serialization=True)
-        tokenizer.save_pretrained(staging)
+    when it loads it.
+
+    A base sharded with FSDP2 (call this on every process) is merged the same way: the adapter
+    is gathered, and the first process merges it into the `original` weights loaded on the CPU
+    in the base's dtype, while the others wait."""
+    sharded = is_sharded(model)
+    four_bit = getattr(model.backbone, "is_loaded_in_4bit", False)
+    if (four_bit or sharded) and (original is None or task is None):
+        raise FlareError("merging into a 4-bit or sharded base needs the original model and task")
+    adapter_state = gathered_adapter_state(model) if sharded else None  # a collective: every process
+    if is_main_process():
+        with atomic_dir(directory) as staging:
+            if four_bit or sharded:
+                save_flare(model, staging / "adapter", state_dict=adapter_state)
+                if sharded:
+                    placement = Placement(torch.device("cpu"), next(model.backbone.parameters()).dtype)
+                else:
+                    placement = Placement(next(model.parameters()).device, torch.float32)
+                full, _, _ = load_backbone(original, task, placement=placement, family=family)
+                merged = load_flare_model(full, staging / "adapter").peft_model.merge_and_unload()
+                shutil.rmtree(staging / "adapter")
+            else:
+                merged = model.peft_model.merge_and_unload()
+            merged.save_pretrained(staging, safe_serialization=True)
+            tokenizer.save_pretrained(staging)
+    wait_for_everyone()

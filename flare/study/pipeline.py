@@ -13,7 +13,9 @@ second one is refused).
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import time
 import warnings
@@ -97,7 +99,7 @@ class Pipeline:
         )
         print(f"stage 1: English test {self.task.metric} {test_metrics[self.task.metric]:.2f}", flush=True)
         merge_and_save(model, tokenizer, model_dir, self.study.model, self.task, self.study.family)
-        summary = {**result.__dict__, "english_test": test_metrics}
+        summary = {**{k: v for k, v in result.__dict__.items() if k != "step_losses"}, "english_test": test_metrics}
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
 
@@ -205,13 +207,14 @@ class Pipeline:
         check_plan(self.study, self.task, self.data, [run], trains=adapter is None, test_split=test_file is None)
         test_pairs = None if test_file is None else self.data.test_file(test_file, run)
         create_output_dir(self.out)
-        with folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
+        with _folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
             check_same_settings(self.study)  # another command may have recorded other settings meanwhile
-            record_settings(self.study, self.placement.describe())
+            if _main_process():
+                record_settings(self.study, self.placement.describe())
             result = self.run(run, self.stage1(), adapter, test_pairs)
             if test_file is not None:
                 result["test_file"] = str(test_file)
-            if record:
+            if record and _main_process():
                 append_record(self.results_path, result)
         return result
 
@@ -227,14 +230,15 @@ class Pipeline:
         else:  # nothing left to run, yet the report must not claim settings the runs were not made with
             check_same_settings(self.study)
         create_output_dir(self.out)
-        with folder_lock(self.out, "flare compare"):
+        with _folder_lock(self.out, "flare compare"):
             return self._compare_locked(time_budget_minutes)
 
     def _compare_locked(self, time_budget_minutes: float) -> Path:
         deadline = time.perf_counter() + 60 * time_budget_minutes if time_budget_minutes > 0 else None
         check_same_settings(self.study)  # another command may have recorded other settings meanwhile
         done, todo = self._todo()  # ...or recorded runs
-        record_settings(self.study, self.placement.describe())
+        if _main_process():
+            record_settings(self.study, self.placement.describe())
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
             stage1_dir = self.stage1()
@@ -245,6 +249,8 @@ class Pipeline:
                     break
                 print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
                 record = self.run(run, stage1_dir)
+                if not _main_process():
+                    continue  # every process trains (its share); the first one records
                 append_record(self.results_path, record)
                 spent = time.perf_counter() - started
                 left = spent / number * (len(todo) - number)  # runs differ in cost: a rough guide
@@ -258,10 +264,21 @@ class Pipeline:
                           "test example (a collapsed model; try another learning rate or more epochs)", flush=True)
                 checkpoint = run.folder(self.out) / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
-        if self.results_path.is_file():
+        if self.results_path.is_file() and _main_process():
             paths = report(self.results_path, self.out)
             print(f"\n{paths['markdown'].read_text(encoding='utf-8').rstrip()}\n", flush=True)
         return self.results_path
+
+
+def _main_process() -> bool:
+    """Under torchrun / accelerate launch every process runs the study (each trains its share of
+    every batch); only the first (RANK 0, set before any process group exists) locks the folder
+    and writes records, settings and reports."""
+    return os.environ.get("RANK", "0").strip() in ("", "0")
+
+
+def _folder_lock(folder: Path, command: str):
+    return folder_lock(folder, command) if _main_process() else contextlib.nullcontext()
 
 
 def compare(study: Study, time_budget_minutes: float = 0.0) -> Path:

@@ -21,6 +21,7 @@ from flare.hf.backbone import Family
 from flare.mt.english_side import ENGLISH_SIDES
 from flare.setting_types import Range, check_type, fields_of, from_dict
 from flare.study.methods import FUSED, METHOD_NAMES, METHODS
+from flare.study.sharding import check_sharding
 
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
 TRACKER_PACKAGES = {
@@ -285,9 +286,11 @@ class Study:
                 f"adapter.cross_attention_heads: {adapter.cross_attention_heads} does not divide adapter.r "
                 f"{adapter.r} (needed by the {cross[0]} fusion)"
             )
-        from flare.hf.device import resolve_placement
+        from flare.hf.device import dtype_name, resolve_placement
 
         placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
+        # what an FSDP launch config cannot train
+        check_sharding(placement.device.type, dtype_name(placement.dtype), self.load_in_4bit, self.adapter.english_gate)
         for name in ("stage1", "stage2"):
             placement.check_mixed_precision(getattr(self, name).mixed_precision, f"{name}.mixed_precision")
             check_trackers(getattr(self, name), name)

@@ -23,16 +23,20 @@ from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, is_initialized
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor, distribute_tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
+from flare.adapter.sharding import copy_full_into, full_tensor, shard_flare_model
 from flare.errors import FlareError
 from flare.files import atomic_dir, write_atomically
 from flare.hf.checks import safetensors_problem
 from flare.hf.device import autocast, autocast_dtype, model_device
 from flare.study.sampling import LanguageMix
 from flare.study.settings import StageSettings, trackers
+from flare.study.sharding import requested_sharding
 
 # The resume checkpoint's files (written at each epoch's end, read by a rerun and checked by the plan)
 STATE_FILE, TRAINABLE_FILE, OPTIMIZER_FILE, RNG_FILE, BEST_FILE = (
@@ -49,6 +53,7 @@ class TrainResult:
     epochs: int
     steps: int
     history: list[dict[str, Any]] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # each batch's loss (over all processes) this call
 
 
 def _trainable(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
@@ -61,7 +66,7 @@ def _optimizer_tensors(optimizer: torch.optim.Optimizer, names: list[str]) -> di
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for name, param in zip(names, params):
         for key, value in optimizer.state.get(param, {}).items():
-            tensors[f"{name}::{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+            tensors[f"{name}::{key}"] = full_tensor(torch.as_tensor(value)).detach().cpu().contiguous()
     return tensors
 
 
@@ -71,11 +76,18 @@ def _load_optimizer_tensors(
     params = [p for group in optimizer.param_groups for p in group["params"]]
     for name, param in zip(names, params):
         state = {
-            key.split("::", 1)[1]: value.to(param.device)
+            key.split("::", 1)[1]: _like(param, value)
             for key, value in tensors.items() if key.split("::", 1)[0] == name
         }
         if state:
             optimizer.state[param] = state
+
+
+def _like(param: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """An optimizer state tensor placed like its parameter (sharded like it under FSDP2)."""
+    if isinstance(param, DTensor) and value.shape == param.shape:
+        return distribute_tensor(value.to(param.device), param.device_mesh, param.placements)
+    return value.to(param.device)
 
 
 def fit(
@@ -123,17 +135,25 @@ def fit(
         dataloader_config=DataLoaderConfiguration(split_batches=True),
     )
     torch.manual_seed(seed)
-    names = list(_trainable(model))
-    params = list(_trainable(model).values())
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    plan = requested_sharding()
+    sharded = plan is not None and accelerator.num_processes > 1
+    if sharded:
+        # FSDP2: each layer one unit, the model the root; the parameters become shards, so the
+        # optimizer is built after this, on them
+        shard_flare_model(model, init_device_mesh(device.type, (accelerator.num_processes,)), plan.layers,
+                          plan.reshard_after_forward)
+    elif accelerator.num_processes > 1:
+        model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
+    # named as in the unwrapped model (DDP would prefix "module."): the checkpoint reads the same in any launch
+    names = list(_trainable(accelerator.unwrap_model(model)))
+    params = list(_trainable(accelerator.unwrap_model(model)).values())
     optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
     batches_per_epoch = math.ceil(len(train_items) / settings.batch_size)
     steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
     total_steps = steps_per_epoch * settings.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    if accelerator.num_processes > 1:
-        model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
     # In one process there is nothing to wrap (the model is already on its device), and accelerate
     # would refuse a 4-bit model on cuda:N with N > 0: its own device there is the bare "cuda".
     optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
@@ -148,9 +168,8 @@ def fit(
             optimizer_state = load_file(checkpoint / OPTIMIZER_FILE)
             rng = load_file(checkpoint / RNG_FILE)["cpu"]
             best = load_file(checkpoint / BEST_FILE) if (checkpoint / BEST_FILE).is_file() else {}
-            with torch.no_grad():
-                for name, param in _trainable(accelerator.unwrap_model(model)).items():
-                    param.copy_(weights[name])
+            for name, param in _trainable(accelerator.unwrap_model(model)).items():
+                copy_full_into(param, weights[name])
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
             raise FlareError(
                 f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run"
@@ -167,6 +186,7 @@ def fit(
     set_step = getattr(accelerator.unwrap_model(model), "set_training_step", None)
     log_path = run_dir / "train_log.csv"
     loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
+    step_losses: list[float] = []
     for epoch in range(state["epoch"], settings.epochs):
         model.train()
         order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
@@ -196,7 +216,10 @@ def fit(
                     scaler.update()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
-            losses.append(loss.item())
+            # the batch's loss over all processes (each computed the loss of its share)
+            losses.append(accelerator.reduce(loss.detach(), "mean").item() if accelerator.num_processes > 1
+                          else loss.item())
+            step_losses.append(losses[-1])
             if accelerator.sync_gradients:
                 state["step"] += 1
                 if loggers:
@@ -212,11 +235,14 @@ def fit(
         improved = score is not None and (state["best_score"] is None or score > state["best_score"])
         if improved or not settings.select_best or evaluate is None:
             state["best_score"], state["best_epoch"] = score, epoch + 1
-            best = {n: p.detach().cpu().clone() for n, p in _trainable(accelerator.unwrap_model(model)).items()}
+            best = _whole_trainable(accelerator.unwrap_model(model))
         state["epoch"] = epoch + 1
         state["scheduler"] = scheduler.state_dict()
+        # gathered on every process (shards are gathered collectively), written by the first
+        weights = _whole_trainable(accelerator.unwrap_model(model))
+        optimizer_tensors = _optimizer_tensors(optimizer, names)
         if accelerator.is_main_process:
-            _save_checkpoint(checkpoint, accelerator.unwrap_model(model), optimizer, names, state, best)
+            _save_checkpoint(checkpoint, weights, optimizer_tensors, state, best)
             _write_log(log_path, state["history"])
             loggers.epoch(row)
         accelerator.wait_for_everyone()
@@ -225,10 +251,10 @@ def fit(
 
     unwrapped = accelerator.unwrap_model(model)
     if best:
-        with torch.no_grad():
-            for name, param in _trainable(unwrapped).items():
-                param.copy_(best[name].to(param.device))
-    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"])
+        for name, param in _trainable(unwrapped).items():
+            copy_full_into(param, best[name])
+    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"],
+                       step_losses)
 
 
 class _Loggers:
@@ -269,12 +295,15 @@ class _Loggers:
             tracker.finish()
 
 
-def _save_checkpoint(directory: Path, model: torch.nn.Module, optimizer, names, state: dict, best: dict) -> None:
+def _whole_trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The trainable weights as whole CPU tensors (FSDP2 shards gathered: every process must call this)."""
+    return {n: full_tensor(p.detach()).cpu().clone().contiguous() for n, p in _trainable(model).items()}
+
+
+def _save_checkpoint(directory: Path, weights: dict, optimizer_tensors: dict, state: dict, best: dict) -> None:
     with atomic_dir(directory) as staging:
-        save_file(
-            {n: p.detach().cpu().contiguous() for n, p in _trainable(model).items()}, staging / TRAINABLE_FILE
-        )
-        save_file(_optimizer_tensors(optimizer, names), staging / OPTIMIZER_FILE)
+        save_file(weights, staging / TRAINABLE_FILE)
+        save_file(optimizer_tensors, staging / OPTIMIZER_FILE)
         save_file({"cpu": torch.get_rng_state()}, staging / RNG_FILE)
         if best:
             save_file(best, staging / BEST_FILE)
