@@ -186,6 +186,31 @@ def run_joint_commands(text, tmp_path, monkeypatch):
     run_command_line(text, tmp_path, monkeypatch, commands=("predict", "evaluate"))
 
 
+def run_trainer_fsdp2(text, tmp_path, monkeypatch):
+    """The arguments run as written and make accelerate's FSDP2 plugin; the Trainer lines after them
+    need GPUs (accelerate prepares FSDP only there), so they are held to the text the README shows."""
+    from transformers import TrainingArguments
+
+    arguments, rest = text.split("trainer = Trainer(", 1)
+    scope = {"TrainingArguments": TrainingArguments}
+    monkeypatch.chdir(tmp_path)
+    exec(arguments, scope)
+    assert scope["args"].fsdp_plugin_args["fsdp_version"] == 2
+    assert rest.startswith("model=model, args=args") and "trainer.save_model(" in rest
+
+
+def run_accelerate_launch(text, tmp_path, monkeypatch):
+    import yaml
+
+    from flare.study.sharding import requested_sharding
+
+    (line,) = [line for line in text.splitlines() if line.startswith("accelerate launch")]
+    argv = shlex.split(line)
+    config = yaml.safe_load((ROOT / argv[argv.index("--config_file") + 1]).read_text())
+    assert config["fsdp_config"]["fsdp_version"] == 2 and requested_sharding({}) is None
+    run_command_line("flare " + " ".join(argv[argv.index("flare.cli") + 1:]), tmp_path, monkeypatch, ("compare",))
+
+
 RUNNERS: dict[str, Callable] = {
     "pip install ./flare-xlt": run_install,
     "flare.task_from_dict": run_first_run,
@@ -199,6 +224,8 @@ RUNNERS: dict[str, Callable] = {
     "methods: [zero-shot, translate-test": run_study_yaml,
     "held_out: [ace]": run_joint_yaml,
     "--joint_adapter true --text rows.jsonl": run_joint_commands,
+    'fsdp_config={"version": 2': run_trainer_fsdp2,
+    "accelerate launch --config_file examples/accelerate/fsdp2.yaml": run_accelerate_launch,
 }
 
 
