@@ -52,7 +52,6 @@ class CacheStats:
 class _Row:
     first: int  # first real English position in the batch row
     end: int  # one past the last
-    left: bool  # padded on the left (real tokens end the row)
     key: str
 
 
@@ -109,8 +108,8 @@ class EnglishStateCache:
     def states(self, model, ids: torch.Tensor, mask: torch.Tensor | None,
                extra: dict[str, Any]) -> dict[str, torch.Tensor] | None:
         """{fused module: (B, Ls, width)} for this English batch, or None where a row cannot be
-        laid out canonically (padding on both sides, longer than `length`, unusual inputs): the
-        model then runs its own English pass, as without a cache."""
+        laid out canonically (longer than `length`, unusual inputs): the model then runs its own
+        English pass, with the cache or without it."""
         if not model.flare_config.mask_source_padding or ids.dim() != 2:
             return None  # padding states would fuse: they depend on the batch's padding
         if any(not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ids.shape) for v in extra.values()):
@@ -138,26 +137,23 @@ class EnglishStateCache:
 
     def _row(self, ids, mask, extra, i: int) -> _Row | None:
         real = mask[i].nonzero().flatten()
-        if real.numel() == 0:
-            return _Row(0, 0, False, self._key(ids[i, :0], mask[i, :0], extra, i, 0, 0, False))
-        first, end = int(real[0]), int(real[-1]) + 1
-        left = first > 0
-        if (left and end < ids.shape[1]) or end - first > self.length:
+        first, end = (int(real[0]), int(real[-1]) + 1) if real.numel() else (0, 0)
+        if end - first > self.length:
             return None
-        return _Row(first, end, left, self._key(ids[i], mask[i], extra, i, first, end, left))
+        return _Row(first, end, self._key(ids[i], mask[i], extra, i, first, end))
 
-    def _key(self, ids, mask, extra, i: int, first: int, end: int, left: bool) -> str:
+    def _key(self, ids, mask, extra, i: int, first: int, end: int) -> str:
         digest = hashlib.blake2b(self._fingerprint.encode(), digest_size=16)
-        digest.update(b"L" if left else b"R")
         for tensor in (ids[first:end], mask[first:end], *(v[i, first:end] for v in extra.values())):
             digest.update(tensor.to(torch.int64).numpy().tobytes())
             digest.update(b"|")
         return digest.hexdigest()
 
     def _compute(self, model, ids, mask, extra, rows: list[tuple[int, _Row]], device) -> list[tuple[torch.Tensor, ...]]:
-        """The canonical English pass of up to `self.rows` rows: each row's real span placed at the
-        start (right-padded rows) or the end (left-padded rows) of `length` positions; unused rows
-        repeat the first, so every pass has the same shape."""
+        """The canonical English pass of up to `self.rows` rows: each row's real span (first to last
+        real token) at positions 0.. of `length`, as if the English side were alone and unpadded
+        (a left-padded decoder row otherwise starts its positions where its batch's padding
+        ends); unused rows repeat the first, so every pass has the same shape."""
         pad = getattr(model.backbone.config, "pad_token_id", None) or 0
         canonical_ids = torch.full((self.rows, self.length), pad, dtype=ids.dtype)
         canonical_mask = torch.zeros((self.rows, self.length), dtype=mask.dtype)
@@ -165,8 +161,7 @@ class EnglishStateCache:
         spans = []
         for slot in range(self.rows):
             i, row = rows[slot] if slot < len(rows) else rows[0]
-            n = row.end - row.first
-            at = slice(self.length - n, self.length) if row.left else slice(0, n)
+            at = slice(0, row.end - row.first)
             canonical_ids[slot, at] = ids[i, row.first:row.end]
             canonical_mask[slot, at] = mask[i, row.first:row.end]
             for k, v in extra.items():

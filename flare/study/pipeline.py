@@ -33,6 +33,7 @@ from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
 from flare.hf.scoring import evaluate_items, predict_items, score
 from flare.mt.english_side import english_examples
 from flare.study.data import StudyData
+from flare.study.english_cache import attach_english_cache
 from flare.study.folder import (
     append_record,
     check_same_settings,
@@ -137,14 +138,19 @@ class Pipeline:
             if method.mt_states:
                 extra, source_dim = self.data.mt_inputs(run.language, train + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+        spill = run_dir / "english_cache"
+        training = adapter is None and method.trains
         if adapter is not None:
             model = load_flare_model(backbone, adapter)
             summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
-        elif method.trains:
-            adapter = flare_config(
+        elif training:
+            model = adapt(backbone, flare_config(
                 self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
-            )
-            model = adapt(backbone, adapter)
+            ))
+        if view == "flare" and method.trains:  # the English pass once per example (data.english_cache)
+            attach_english_cache(model, formatter, train + valid + test, self.study.data, self.study.stage2.batch_size,
+                                 spill)
+        if training:
             collate = formatter if extra is None else (lambda items: {**formatter(items), **extra(items)})
             result = fit(model, train, collate, self.study.stage2, run.seed, run_dir,
                          lambda m: self._score(m, formatter, valid, self.study.stage2.eval_batch_size, extra),
@@ -155,6 +161,9 @@ class Pipeline:
             model.save_pretrained(run_dir / "adapter")
             write_atomically(trained, json.dumps(summary))
         predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        if view == "flare" and method.trains:
+            model.english_state_cache = None
+            shutil.rmtree(spill, ignore_errors=True)  # spilled states serve only this run's resumption
         metrics = score(self.task, predictions, test, formatter.view)
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))
