@@ -42,8 +42,8 @@ def attach_english_cache(model, formatter: PairFormatter, items: list, data: Dat
     if memoize:
         needed, _ = english_state_bytes(model, formatter, items)
         if needed > ram + disk:
-            message = (f"this run's English states take {needed / MIB:.0f} MiB, more than english_cache_ram_mib + "
-                       f"english_cache_disk_mib = {(ram + disk) / MIB:.0f} MiB")
+            message = (f"this run's English states take {needed / MIB:.2f} MiB, more than english_cache_ram_mib + "
+                       f"english_cache_disk_mib = {(ram + disk) // MIB} MiB")
             if data.english_cache == "on":
                 raise FlareError(f"data.english_cache: {message}; raise them, or set english_cache: auto")
             print(f"    note: {message}: the English pass runs in every epoch", flush=True)

@@ -31,12 +31,12 @@ def stage1(tmp_path_factory):
 
 
 def _run(model, out: Path, cache: str, ram_mib: int = 64, disk_mib: int = 64, **overrides) -> dict:
-    stage = StageSettings(epochs=3, batch_size=4, learning_rate=3e-3, eval_batch_size=3, tensorboard=False,
-                          **overrides.pop("stage", {}))
+    values = dict(epochs=2, batch_size=4, learning_rate=3e-3, eval_batch_size=3, tensorboard=False)
+    stage = StageSettings(**{**values, **overrides.pop("stage", {})})
     data = DataSettings(max_length=24, english_cache=cache, english_cache_ram_mib=ram_mib,
                         english_cache_disk_mib=disk_mib)
     overrides = {"methods": ["flare"], "stage1_model": str(model), **overrides}
-    study = toy_study(model, out, stage1=stage, stage2=stage, data=data, **overrides)
+    study = toy_study(model, out, stage1=replace(stage, epochs=1), stage2=stage, data=data, **overrides)
     compare(study)
     return _outcome(out)
 
@@ -53,10 +53,17 @@ def _outcome(out: Path) -> dict:
     return {"record": kept, "log": log, "adapter": adapter, "spill_left": (run / "english_cache").exists()}
 
 
-def test_cache_in_memory_on_disk_or_off_trains_and_scores_bit_identically(stage1, tmp_path, monkeypatch):
+DROPOUT = AdapterSettings(lora_dropout=0.2)
+
+
+@pytest.fixture(scope="module")
+def uncached(stage1, tmp_path_factory):
+    return _run(stage1, tmp_path_factory.mktemp("uncached") / "off", "off", adapter=DROPOUT)
+
+
+def test_cache_in_memory_on_disk_or_off_trains_and_scores_bit_identically(stage1, uncached, tmp_path, monkeypatch):
     """lora_dropout > 0: dropout acts on the cached inputs inside the fusion, with the same draws."""
-    adapter = AdapterSettings(lora_dropout=0.2)
-    off = _run(stage1, tmp_path / "off", "off", adapter=adapter)
+    adapter, off = DROPOUT, uncached
     computed = []
     original = english_cache.EnglishStateCache._compute
     monkeypatch.setattr(english_cache.EnglishStateCache, "_compute",
@@ -84,7 +91,7 @@ def test_gradient_checkpointing_on_a_decoder_and_resumption_match_the_uncached_r
     original_fit = pipeline.fit
 
     def interrupted(*args, **kwargs):
-        return original_fit(*args, **kwargs, stop_after_steps=6)  # epoch 1 has 4 steps
+        return original_fit(*args, **kwargs, stop_after_steps=5)  # epoch 1 has 4 steps
 
     monkeypatch.setattr(pipeline, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -107,19 +114,21 @@ def test_flare_mt_is_unchanged_by_the_setting(tmp_path, tmp_path_factory, stage1
     from _tiny_mt import shared_tiny_nllb
 
     mt = shared_tiny_nllb(tmp_path_factory)
-    runs = [_run(stage1, tmp_path / cache, cache, methods=["flare-mt"], mt_model=str(mt)) for cache in ("off", "on")]
+    runs = [_run(stage1, tmp_path / cache, cache, methods=["flare-mt"], mt_model=str(mt), stage={"epochs": 1})
+            for cache in ("off", "on")]
     assert runs[0] == runs[1]
 
 
-def test_states_over_both_budgets(stage1, tmp_path, capsys):
+def test_states_over_both_budgets(stage1, uncached, tmp_path, capsys):
     """auto: a one-line note and the same results; on: one line, exit 2, before the run trains."""
-    auto = _run(stage1, tmp_path / "auto", "auto", ram_mib=0, disk_mib=0)
+    auto = _run(stage1, tmp_path / "auto", "auto", ram_mib=0, disk_mib=0, adapter=DROPOUT)
     assert "note: this run's English states take" in capsys.readouterr().out
-    assert auto == _run(stage1, tmp_path / "off", "off")
+    assert auto == uncached
     config = tmp_path / "study.yaml"
     study = toy_study(stage1, tmp_path / "on", methods=["flare"], stage1_model=str(stage1))
     study = replace(study, data=replace(study.data, english_cache="on", english_cache_ram_mib=0, english_cache_disk_mib=0))
     config.write_text(yaml.safe_dump(study_to_dict(study)))
+    capsys.readouterr()
     assert main(["compare", str(config)]) == 2
     err = capsys.readouterr().err.strip()
     assert "data.english_cache" in err and len(err.splitlines()) == 1
