@@ -96,6 +96,7 @@ class EnglishStateCache:
         self.memoize = memoize
         self.stats = CacheStats()
         self._fingerprint: str | None = None
+        self._model_id = 0
         self._groups: list[list[str]] | None = None  # fused modules that share one recorded tensor
         self._ram: dict[str, tuple[torch.Tensor, ...]] = {}
         self._pending: dict[str, tuple[torch.Tensor, ...]] = {}  # spilled, not yet written
@@ -115,8 +116,10 @@ class EnglishStateCache:
         if any(not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ids.shape) for v in extra.values()):
             return None
         if self._fingerprint is None:
-            self._fingerprint = backbone_fingerprint(model)
+            self._fingerprint, self._model_id = backbone_fingerprint(model), id(model)
             self._open_spilled()
+        elif id(model) != self._model_id:
+            raise FlareError("an EnglishStateCache serves the one model it first served; give each model its own")
         mask = torch.ones_like(ids) if mask is None else mask
         cpu_ids, cpu_mask = ids.detach().cpu(), mask.detach().cpu()
         cpu_extra = {k: v.detach().cpu() for k, v in sorted(extra.items())}
