@@ -33,13 +33,15 @@ def _model(kind: str, **config):
 def test_english_states_passed_back_give_the_same_loss_and_gradients(kind, config):
     model = _model(kind, **config).train()  # dropout on: its draws must match too
     ids, mask = tiny.batch(3, 8, seed=0, pad_right=2)
-    source, source_mask = tiny.batch(3, 6, seed=1, pad_left=2) if kind == "llama" else tiny.batch(3, 6, seed=1, pad_right=2)
+    padding = {"pad_left": 2} if kind == "llama" else {"pad_right": 2}
+    source, source_mask = tiny.batch(3, 6, seed=1, **padding)
     labels = ids.masked_fill(mask == 0, -100) if kind == "llama" else torch.tensor([0, 1, 2])
 
     def step(**english):
         model.zero_grad()
         torch.manual_seed(7)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, source_attention_mask=source_mask, **english).loss
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels, source_attention_mask=source_mask,
+                     **english).loss
         loss.backward()
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
@@ -56,12 +58,10 @@ def test_generate_with_english_states_equals_generate_with_the_english_ids():
     model = _model("llama", decode_fusion="last").eval()
     ids, mask = tiny.batch(2, 5, seed=2, pad_left=1)
     source, source_mask = tiny.batch(2, 6, seed=3, pad_left=2)
-    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=tiny.PAD)
-    inline = model.generate(input_ids=ids, attention_mask=mask, source_input_ids=source, source_attention_mask=source_mask,
-                            **settings)
+    settings = dict(max_new_tokens=4, do_sample=False, pad_token_id=tiny.PAD, source_attention_mask=source_mask)
+    inline = model.generate(input_ids=ids, attention_mask=mask, source_input_ids=source, **settings)
     states = model.english_states(source, source_mask)
-    cached = model.generate(input_ids=ids, attention_mask=mask, english_states=states, source_attention_mask=source_mask,
-                            **settings)
+    cached = model.generate(input_ids=ids, attention_mask=mask, english_states=states, **settings)
     assert torch.equal(inline, cached)
 
 

@@ -126,7 +126,8 @@ def test_states_over_both_budgets(stage1, uncached, tmp_path, capsys):
     assert auto == uncached
     config = tmp_path / "study.yaml"
     study = toy_study(stage1, tmp_path / "on", methods=["flare"], stage1_model=str(stage1))
-    study = replace(study, data=replace(study.data, english_cache="on", english_cache_ram_mib=0, english_cache_disk_mib=0))
+    data = replace(study.data, english_cache="on", english_cache_ram_mib=0, english_cache_disk_mib=0)
+    study = replace(study, data=data)
     config.write_text(yaml.safe_dump(study_to_dict(study)))
     capsys.readouterr()
     assert main(["compare", str(config)]) == 2
