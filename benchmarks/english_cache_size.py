@@ -4,12 +4,14 @@
     .venv/bin/python benchmarks/english_cache_size.py --task xnli --language de --max-length 128
     .venv/bin/python benchmarks/english_cache_size.py --fuse-layers 0-5        # the lower half only
 
-The stage-1-free base model (no head training is needed: the English pass runs with adapters off)
-gets the study's adapter (q/v fused); the first --examples pairs of the language (train, then
-validation, then test, as a run caches them) are formatted as a study formats them and served
-through an EnglishStateCache twice: once kept in memory, once spilled to safetensors shards. The
-bytes are exact and deterministic (they follow from the token counts, the width and the fused
-layers); the seconds are wall time on whatever else the machine is doing.
+The base model (no head training is needed: the English pass runs with adapters off) gets the
+study's adapter (q/v fused); the first --examples pairs of the language (train, then validation,
+then test, as a run caches them) are formatted as a study formats them. Their real English tokens
+times the bytes the English pass records per token is what the cache keeps in memory: exact and
+deterministic. The first --fill of them are served through an EnglishStateCache twice, kept in
+memory and spilled to safetensors shards, which checks that count (the script fails otherwise)
+and measures the shards' size, scaled to 1,000 examples. The seconds are wall time on whatever
+else the machine is doing.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def main() -> None:
     parser.add_argument("--model", default="multilingual-e5-small")
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--examples", type=int, default=1000)
+    parser.add_argument("--fill", type=int, default=64, help="examples actually cached (in memory and spilled)")
     parser.add_argument("--batch", type=int, default=16, help="the canonical rows (stage2.batch_size)")
     parser.add_argument("--fuse-layers", default=None)
     parser.add_argument("--data-dir", default=None)
@@ -59,26 +62,29 @@ def main() -> None:
     model = adapt(backbone, flare_config(adapter.flare_kwargs(), task, family)).eval()
     formatter = PairFormatter(task, tokenizer, family, "flare", FormatSettings(max_length=args.max_length))
     needed, per_token = english_state_bytes(model, formatter, items)
+    filled = items[:args.fill]
+    filled_bytes, _ = english_state_bytes(model, formatter, filled)
     start = time.perf_counter()
     backbone_fingerprint(model)
     fingerprint_s = time.perf_counter() - start
 
     memory = EnglishStateCache(formatter.max_length, args.batch, ram_bytes=1 << 40)
-    memory_s = fill(model, formatter, items, memory, args.batch)
+    memory_s = fill(model, formatter, filled, memory, args.batch)
     with tempfile.TemporaryDirectory() as folder:
         disk = EnglishStateCache(formatter.max_length, args.batch, 0, 1 << 40, Path(folder))
-        disk_s = fill(model, formatter, items, disk, args.batch)
+        disk_s = fill(model, formatter, filled, disk, args.batch)
         on_disk = sum(p.stat().st_size for p in Path(folder).glob("*.safetensors"))
-    per_1000 = 1000 / len(items)
+    assert memory.stats.ram_bytes == filled_bytes, (memory.stats.ram_bytes, filled_bytes)  # the estimate is exact
     print(f"{args.task} {args.language}, {args.model}, max_length {args.max_length}, fused modules "
-          f"{len(model.fused_modules)} (fuse_layers {args.fuse_layers or 'all'}), {len(items)} examples")
-    print("| English tokens | bytes per token | RAM per 1,000 examples | disk per 1,000 examples | "
-          "fill (s, in RAM / spilled) | fingerprint (s) |")
+          f"{len(model.fused_modules)} (fuse_layers {args.fuse_layers or 'all'}), {len(items)} examples "
+          f"({len(filled)} cached)")
+    print("| English tokens per example | bytes per token | RAM per 1,000 examples | disk per 1,000 examples "
+          "(scaled) | fill of the cached ones (s, in RAM / spilled) | fingerprint (s) |")
     print("|---:|---:|---:|---:|---:|---:|")
     tokens = needed // per_token
-    print(f"| {tokens:,} | {per_token:,} | {memory.stats.ram_bytes * per_1000 / 2**20:,.1f} MiB | "
-          f"{on_disk * per_1000 / 2**20:,.1f} MiB | {memory_s:.1f} / {disk_s:.1f} | {fingerprint_s:.2f} |")
-    assert memory.stats.ram_bytes == needed, (memory.stats.ram_bytes, needed)  # the plan's estimate is exact
+    print(f"| {tokens / len(items):.1f} | {per_token:,} | {needed * 1000 / len(items) / 2**20:,.1f} MiB | "
+          f"{on_disk / filled_bytes * needed * 1000 / len(items) / 2**20:,.1f} MiB | {memory_s:.1f} / {disk_s:.1f} "
+          f"| {fingerprint_s:.2f} |")
 
 
 if __name__ == "__main__":
