@@ -1,7 +1,7 @@
 """What the English-state cache (issue 36, `data.english_cache`) takes per 1,000 examples.
 
     .venv/bin/python benchmarks/english_cache_size.py                         # NusaX jav, multilingual-e5-small
-    .venv/bin/python benchmarks/english_cache_size.py --task xnli --language de --max-length 128
+    .venv/bin/python benchmarks/english_cache_size.py --task xnli --language de --max-length 128 --splits dev,test
     .venv/bin/python benchmarks/english_cache_size.py --fuse-layers 0-5        # the lower half only
 
 The base model (no head training is needed: the English pass runs with adapters off) gets the
@@ -49,11 +49,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="the canonical rows (stage2.batch_size)")
     parser.add_argument("--fuse-layers", default=None)
     parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--splits", default="train,valid,test", help="read in this order (XNLI: dev,test)")
     args = parser.parse_args()
 
     task = get_task(args.task)
     items = []
-    for split in ("train", "valid", "test"):
+    for split in args.splits.split(","):
         if len(items) < args.examples:
             items += task.load_pairs(split, args.language, args.data_dir, None, "gold")
     items = items[:args.examples]
