@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 # public name -> the module that defines it
 _LAZY = {
     "FlareConfig": "flare.adapter",
+    "EnglishStateCache": "flare.adapter",
     "FlareModel": "flare.adapter",
     "get_flare_model": "flare.adapter",
     "load_flare_model": "flare.adapter",

@@ -8,6 +8,9 @@ the random bf16 weights), the same FlareModel (LoRA r 16 on all linear layers, a
 q_proj/v_proj) is measured as
 - lora: a training step without an English side, which is exactly PEFT LoRA;
 - flare: the same step with the English side (as long as the target);
+- flare cached: the same step with the English states served by an EnglishStateCache (filled in
+  the warm-up steps, as after a study's first epoch): hashing the rows, assembling the states,
+  the fusion, no English pass;
 - floor: one no-grad forward of the base, adapters off, stopped at the last fused module's input,
   which is all the English pass should cost;
 with gradient checkpointing off and on: median step time and peak GPU memory (the whole peak,
@@ -33,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # run from a checkout without installing
 
-from flare import FlareConfig, get_flare_model
+from flare import EnglishStateCache, FlareConfig, get_flare_model
 from flare.hf.device import autocast, resolve_device
 
 EIGHT_B = dict(hidden=4096, layers=32, heads=32, kv_heads=8, intermediate=14336, vocab=128256, seq=512, batch=4,
@@ -169,7 +172,11 @@ def train_row(model, data, args, device, method: str) -> dict:
     """Median step time and peak memory of `method`'s training steps (AdamW, bf16 autocast)."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
-    source = {"source_input_ids": data["english"], "source_attention_mask": data["mask"]} if method == "flare" else {}
+    fused = method in ("flare", "flare cached")
+    source = {"source_input_ids": data["english"], "source_attention_mask": data["mask"]} if fused else {}
+    if method == "flare cached":
+        # every English pass in one canonical layout, kept in host memory (flare/adapter/english_cache.py)
+        model.english_state_cache = EnglishStateCache(args.seq, args.batch, ram_bytes=1 << 36)
     model.train()
 
     def step() -> None:
@@ -184,6 +191,10 @@ def train_row(model, data, args, device, method: str) -> dict:
     times, before, _ = timed(step, args.steps, device)
     row = step_row(times, before, device)
     optimizer.state.clear()  # AdamW's moments go before the next row measures its own
+    if method == "flare cached":
+        cache, model.english_state_cache = model.english_state_cache, None
+        row["cache_bytes"] = cache.stats.ram_bytes
+        row["cache_hits"], row["cache_computed"] = cache.stats.hits, cache.stats.computed
     return row
 
 
@@ -284,7 +295,7 @@ def run(args: argparse.Namespace) -> list[dict]:
                 model.gradient_checkpointing_enable()
             else:
                 model.backbone.gradient_checkpointing_disable()
-            for method in ("lora", "flare"):
+            for method in ("lora", "flare", "flare cached"):
                 record(mode, checkpointing, method, lambda m=method: train_row(model, data, args, device, m))
         model.backbone.gradient_checkpointing_disable()  # inference: nothing to recompute, and the cache stays on
         record(mode, None, "floor", lambda: floor_row(model, data, args, device))
@@ -328,7 +339,7 @@ def markdown(report: dict) -> str:
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
-        if row["what"] not in ("lora", "flare", "floor"):
+        if row["what"] not in ("lora", "flare", "flare cached", "floor"):
             continue
         if "error" in row:
             lines.append(f"| {row['mode']} | {row['checkpointing'] or '-'} | {row['what']} | {row['error']} |||||")

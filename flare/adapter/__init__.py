@@ -8,6 +8,7 @@ from flare.adapter.lazy import lazy_exports
 
 _LAZY = {
     "FlareConfig": "flare.adapter.config",
+    "EnglishStateCache": "flare.adapter.english_cache",
     "FlareModel": "flare.adapter.model",
     "SourceCollator": "flare.adapter.collate",
     "get_flare_model": "flare.adapter.build",

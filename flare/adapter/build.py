@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from torch import nn
 
-from flare.adapter.config import FlareConfig, default_fuse_modules
+from flare.adapter.config import FlareConfig, default_fuse_modules, parse_layers
 from flare.adapter.io import load_onto
 from flare.adapter.model import FlareModel
 from flare.errors import FlareError, first_line
@@ -66,7 +67,29 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
     fused = [n for n in lora_layers if _matches(n, list(fuse_names))]
     if not fused:
         raise FlareError(f"fuse_modules {list(fuse_names)} match no LoRA-targeted module of {model_name}")
+    layers = parse_layers(config.fuse_layers)
+    if layers is not None:
+        fused = _in_layers(fused, layers, model_name)
     return FlareModel(peft_model, config, fused)
+
+
+def layer_index(module_name: str) -> int | None:
+    """The layer a module sits in: the first number in its dotted name ("model.layers.3.mlp" -> 3,
+    T5's "encoder.block.3.layer.0.SelfAttention.q" -> 3)."""
+    match = re.search(r"(?:^|\.)(\d+)(?:\.|$)", module_name)
+    return None if match is None else int(match.group(1))
+
+
+def _in_layers(fused: list[str], layers: list[int], model_name: str) -> list[str]:
+    """The fused modules of the given layers; a layer the model does not have is refused."""
+    indices = [layer_index(name) for name in fused]
+    if None in indices:
+        raise FlareError(f"fuse_layers: {fused[indices.index(None)]} of {model_name} is not inside a numbered layer")
+    depth = max(indices) + 1
+    beyond = [layer for layer in layers if layer >= depth]
+    if beyond:
+        raise FlareError(f"fuse_layers {beyond}: {model_name} has {depth} layers (0-{depth - 1})")
+    return [name for name, index in zip(fused, indices) if index in layers]
 
 
 def load_flare_model(

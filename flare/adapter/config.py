@@ -39,6 +39,12 @@ class FlareConfig:
             q/v); models with a fused query-key-value projection (e.g. BLOOM's query_key_value)
             need it set. On encoder-decoder models only the encoder's modules fuse; the decoder
             runs plain LoRA.
+        fuse_layers: which layers fuse, by index from 0 (the first number in a module's name,
+            e.g. 3 in "model.layers.3.self_attn.q_proj"): a list ([0, 2, 4]) or a string of
+            indices and ranges ("0-5", "0-3,8"); None (or empty): all layers. LoRA still adapts
+            every targeted module; the others run plain LoRA. The English pass stops after the
+            last fused layer, so fusing only the lower layers makes it cheaper. Indices past the
+            model's depth are refused.
         fusion: how the source (S = A x_s) and target (T = A x_t) bottlenecks combine: add (S + T),
             mul (S * T), add_relu (relu(S) + relu(T)), matmul (S T^T T), matmul_relu (the same on
             relu'd inputs), cross_attention (the paper's: queries from S, keys and values from T),
@@ -82,6 +88,7 @@ class FlareConfig:
     lora_dropout: Annotated[float, Range(0, 1, high_open=True)] = 0.0
     target_modules: list[str] | str | None = None
     fuse_modules: list[str] | None = None
+    fuse_layers: list[Annotated[int, Range(0, 1 << 20)]] | str | None = None
     fusion: Literal[FUSIONS] = "add_relu"
     cross_attention_heads: Annotated[int, Range(1, 4096)] = 1
     cross_attention_dropout: float = 0.0
@@ -113,6 +120,7 @@ class FlareConfig:
             raise FlareError(f"source_dim must be a positive integer, got {self.source_dim}")
         if isinstance(self.fuse_modules, str):
             self.fuse_modules = [self.fuse_modules]
+        parse_layers(self.fuse_layers)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -124,6 +132,23 @@ class FlareConfig:
         if unknown:
             raise FlareError(f"unknown FlareConfig field(s): {', '.join(unknown)}")
         return cls(**values)
+
+
+def parse_layers(value: list[int] | str | None) -> list[int] | None:
+    """fuse_layers as sorted layer indices ("0-3,8" -> [0, 1, 2, 3, 8]); None or empty: all layers."""
+    if value is None or value == "" or value == []:
+        return None
+    if isinstance(value, str):
+        layers: set[int] = set()
+        for part in value.replace(" ", "").split(","):
+            low, dash, high = part.partition("-")
+            if not low.isdigit() or (dash and not high.isdigit()) or (dash and int(high) < int(low)):
+                raise FlareError(f"fuse_layers {value!r}: write layer indices and ranges such as '0-5' or '0,2,4'")
+            layers.update(range(int(low), int(high if dash else low) + 1))
+        return sorted(layers)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+        raise FlareError(f"fuse_layers {value!r}: layer indices are integers from 0")
+    return sorted(set(value))
 
 
 def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -64,7 +64,9 @@ class FlareModel(PeftCitizen):
     forward and generate take the model's usual arguments plus either source_input_ids +
     source_attention_mask (the English side; further source_<name> arguments, e.g.
     source_token_type_ids, go to the English pass as <name>) or source_states +
-    source_attention_mask (external states of width source_dim). Without them: plain LoRA.
+    source_attention_mask (external states of width source_dim), or english_states +
+    source_attention_mask: what english_states() returned for that English side, computed once
+    and reused (the same outputs, without another English pass). Without them: plain LoRA.
     isinstance(model, PeftModel) holds; PEFT's methods run on the wrapped model.peft_model, and
     those that would lose the fusion raise a FlareError (citizen.py).
     """
@@ -113,6 +115,8 @@ class FlareModel(PeftCitizen):
         self._english_encoder = backbone.get_encoder if encoder_decoder else None
         self._recorder = SourceRecorder(backbone, self.fused_modules, config.source_position)
         self._side: _SourceSide | None = None
+        # optional: serves forward()'s English states by memo (flare/adapter/english_cache.py)
+        self.english_state_cache = None
         for name, layer in self._lora.items():
             layer.lora_A[self.adapter_name].register_forward_hook(partial(self._fuse_hook, name))
         backbone.register_forward_pre_hook(self._step_hook, with_kwargs=True)
@@ -125,7 +129,7 @@ class FlareModel(PeftCitizen):
 
     def forward(
         self, input_ids=None, attention_mask=None, *args: Any, labels=None, source_input_ids=None,
-        source_attention_mask=None, source_states=None, **kwargs: Any,
+        source_attention_mask=None, source_states=None, english_states=None, **kwargs: Any,
     ):
         if args:
             raise FlareError("FlareModel takes input_ids and attention_mask positionally; pass other arguments by name")
@@ -133,27 +137,33 @@ class FlareModel(PeftCitizen):
         named = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         kwargs.update({k: v for k, v in named.items() if v is not None})
         extra = _pop_source_kwargs(kwargs)
-        if source_input_ids is not None or source_states is not None:
+        if source_input_ids is not None or source_states is not None or english_states is not None:
             self._check_not_merged()
+        cache = self.english_state_cache
+        if cache is not None and source_input_ids is not None and english_states is None and source_states is None:
+            english_states = cache.states(self, source_input_ids, source_attention_mask, extra)
+            if english_states is not None:  # None: a batch the cache cannot serve runs its English pass
+                source_input_ids, extra = None, {}
         # Kept until the next forward: gradient checkpointing recomputes layers during backward.
         self._side = self._prepare_source(
             kwargs, ids=source_input_ids, mask=source_attention_mask, states=source_states, extra=extra,
-            generating=False,
+            generating=False, recorded=english_states,
         )
         return self.peft_model(**kwargs)
 
     def generate(
-        self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, **kwargs: Any
+        self, *args: Any, source_input_ids=None, source_attention_mask=None, source_states=None, english_states=None,
+        **kwargs: Any,
     ):
         """generate with the English prompt's states captured once by a forward pass. Every
         position pairs as in a forward pass over the prompt and the tokens generated so far (with
         or without a cache); positions past the English prompt fuse as config.decode_fusion says."""
         extra = _pop_source_kwargs(kwargs)
-        if source_input_ids is not None or source_states is not None:
+        if source_input_ids is not None or source_states is not None or english_states is not None:
             self._check_not_merged()
         side = self._prepare_source(
             kwargs, ids=source_input_ids, mask=source_attention_mask, states=source_states, extra=extra,
-            generating=True, args=args,
+            generating=True, args=args, recorded=english_states,
         )
         if side is not None and self._decoder_only:
             check_cached_decoding(
@@ -166,22 +176,41 @@ class FlareModel(PeftCitizen):
         finally:
             self._side = None
 
+    def english_states(self, source_input_ids: torch.Tensor, source_attention_mask: torch.Tensor | None = None,
+                       **source_kwargs: Any) -> dict[str, torch.Tensor]:
+        """The English pass alone: {fused module: the input it fuses}, each (B, Ls, width), without
+        gradients. They depend only on the frozen backbone (adapters off, eval mode), so they can be
+        computed once and passed to later calls as `english_states=` with the same
+        `source_attention_mask`, instead of `source_input_ids`: the outputs are the same, bit for
+        bit, as a call with `source_input_ids` on the same batch. `source_kwargs`: further arguments
+        of the English pass (e.g. token_type_ids). With `layer_input`, fused modules of one layer
+        share one tensor."""
+        if self.source_projection is not None:
+            raise FlareError("english_states: this adapter fuses external source_states (FLARE-MT); pass those")
+        self._check_not_merged()
+        return self._recorder.record(
+            partial(self._english_forward, source_input_ids, source_attention_mask, source_kwargs, {}, True)
+        )
+
     # ----------------------------------------------------------------- the English side
 
     def _prepare_source(
         self, kwargs: dict[str, Any], *, ids: torch.Tensor | None, mask: torch.Tensor | None,
         states: torch.Tensor | None, extra: dict[str, Any], generating: bool, args: tuple = (),
+        recorded: dict[str, torch.Tensor] | None = None,
     ) -> _SourceSide | None:
         """Check the English side (token ids of the same tokenizer, or another model's `states`)
         against the target batch in `kwargs` (or generate's positional `args`), run its pass, and
         keep what the fusion hooks need. `extra`: the backbone's own English-side arguments."""
-        if ids is None and states is None:
+        if ids is None and states is None and recorded is None:
             if mask is not None or extra:
                 raise FlareError("source_attention_mask given without source_input_ids or source_states")
             return None
-        if ids is not None and states is not None:
-            raise FlareError("give source_input_ids or source_states, not both")
-        source = ids if ids is not None else states
+        if sum(x is not None for x in (ids, states, recorded)) > 1:
+            raise FlareError("give one of source_input_ids, source_states and english_states")
+        if recorded is not None:
+            recorded = self._check_recorded(recorded, extra)
+        source = ids if ids is not None else states if states is not None else next(iter(recorded.values()))
         past = kwargs.get("past_key_values")
         if not generating and past is not None and getattr(past, "get_seq_length", lambda: 0)() > 0:
             # a forward pairs its tokens as a whole sequence from position 0; generate() tracks steps
@@ -201,10 +230,10 @@ class FlareModel(PeftCitizen):
                     f"source_states width {states.shape[-1]} differs from source_dim {self.flare_config.source_dim}"
                 )
             recorded = {}
-        else:
+        elif recorded is None:
             recorded = self._recorder.record(partial(self._english_forward, ids, mask, extra, kwargs, generating))
         target_mask = kwargs.get("attention_mask")
-        right = self._right_aligned(states is not None, ids, mask)
+        right = self._right_aligned(states is not None, mask)
         if states is not None and mask is not None:
             # another tokenizer's positions: only the real tokens' order carries meaning
             states, mask = pack(states, mask, right)
@@ -217,7 +246,21 @@ class FlareModel(PeftCitizen):
             recorded, states, mask, target_mask, right, generating, target_first, target_end, source_first, source_end
         )
 
-    def _right_aligned(self, external: bool, ids: torch.Tensor | None, mask: torch.Tensor | None) -> bool:
+    def _check_recorded(self, recorded: dict[str, torch.Tensor], extra: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """english_states given to forward/generate: what english_states() returns for this adapter."""
+        if extra:
+            raise FlareError(f"english_states replace the English pass; drop source_{next(iter(extra))}")
+        if self.source_projection is not None:
+            raise FlareError("english_states given, but this adapter fuses external source_states (FLARE-MT)")
+        unknown = sorted(set(recorded) - set(self.fused_modules))
+        if unknown or not recorded:
+            raise FlareError(f"english_states must map fused modules to tensors; {unknown[:1] or 'none'} is not one")
+        shapes = {tuple(t.shape[:2]) for t in recorded.values()}
+        if len(shapes) != 1 or any(t.dim() != 3 for t in recorded.values()):
+            raise FlareError(f"english_states must all be (batch, source length, width), got shapes {sorted(shapes)}")
+        return recorded
+
+    def _right_aligned(self, external: bool, mask: torch.Tensor | None) -> bool:
         if external and self._decoder_only:
             # another tokenizer's states pair from the first token on: appending answer tokens
             # never moves a pair, so training pairs them exactly as generation does
@@ -225,7 +268,7 @@ class FlareModel(PeftCitizen):
         alignment = self.flare_config.alignment
         if alignment != "auto":
             return alignment == "right"
-        if self._decoder_only and ids is not None and mask is not None and bool((mask[:, -1] == 0).any()):
+        if self._decoder_only and not external and mask is not None and bool((mask[:, -1] == 0).any()):
             warnings.warn(
                 "alignment='auto' pairs the ends of decoder rows, and the English side is right-padded: its "
                 "trailing padding counts as positions under the target's answer. Pad it on the left, or set "

@@ -36,6 +36,7 @@ from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
 from flare.hf.scoring import evaluate_items, predict_items, score
 from flare.study.data import StudyData, check_joint_languages
+from flare.study.english_cache import attach_english_cache
 from flare.study.folder import (
     append_record,
     check_same_settings,
@@ -138,18 +139,24 @@ class Pipeline:
             if adapter is None:
                 train, valid = self.data.training(run, languages)
             source_dim = None
+            items = [i for pool in train.pools.values() for i in pool] if run.joint and train else list(train)
             if method.mt_states:
-                items = [i for pool in train.pools.values() for i in pool] if run.joint and train else list(train)
                 extra, source_dim = self.data.mt_inputs(items + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
+        spill = run_dir / "english_cache"
+        training = adapter is None and method.trains
         if adapter is not None:
             model = saved_model(run.method, load_flare_model(backbone, adapter), adapter)
             summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
-        elif method.trains:
+        elif training:
             adapter = flare_config(
                 self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
             )
             model = training_model(run.method, adapt(backbone, adapter), self.study, self.task, run.seed)
+        if method.fused and view == "flare":  # FLARE's English pass once per example (data.english_cache)
+            attach_english_cache(model, formatter, items + valid + test, self.study.data,
+                                 self.study.stage2.batch_size, spill)
+        if training:
             reads = formatter if method.train_view is None else PairFormatter(
                 self.task, tokenizer, family, method.train_view, self.format)  # mid-align: both sides in training
             machine = {side: self.data.english(train, side, run.seed, run.language)
@@ -169,6 +176,9 @@ class Pipeline:
             model.save_pretrained(run_dir / "adapter", languages=languages)  # the card lists them
             write_atomically(trained, json.dumps(summary))
         predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
+        if method.fused and view == "flare":
+            model.english_state_cache = None
+            shutil.rmtree(spill, ignore_errors=True)  # spilled states serve only this run's resumption
         metrics = score(self.task, predictions, test, formatter.view)
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flare.adapter import load_flare_model
+from flare.adapter import EnglishStateCache, load_flare_model
 from flare.adapter.card import card_languages
 from flare.adapter.io import check_adapter_dir
 from flare.data.examples import Example, Pair, read_records, require_text, visible
@@ -188,6 +188,10 @@ def predict_texts(study: Study, language: str | list[str], texts: list[str], eng
             return {"source_states": states, "source_attention_mask": mask}
 
     formatter = PairFormatter(task, tokenizer, family, view, FormatSettings(max_length=study.data.max_length))
+    if trains and view == "flare":
+        # the English pass in the layout the study scored with (flare/adapter/english_cache.py), so a
+        # text gets the probabilities its run gave it; each text is seen once, so nothing is kept
+        model.english_state_cache = EnglishStateCache(formatter.max_length, study.stage2.batch_size, 0, memoize=False)
     distributions: dict[str, list[float]] = {}
     predictions = predict_items(model, formatter, items, study.stage2.eval_batch_size, extra, progress=False,
                                 probabilities=distributions)

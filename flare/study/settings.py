@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from flare.adapter.config import CROSS_ATTENTION_QUERIES, FUSIONS, FlareConfig
+from flare.adapter.config import CROSS_ATTENTION_QUERIES, FUSIONS, FlareConfig, parse_layers
 from flare.errors import FlareError
 from flare.hf.backbone import Family
 from flare.mt.english_side import ENGLISH_SIDES
@@ -114,6 +114,15 @@ class DataSettings:
         test_english: English sides to test with (flare, input-fusion, translate-test, x-mixup); each
             trained run is scored on every one of them.
         lexicon_dir: folder of the NusaX lexicons for the lexicon side (default: <data_dir>/nusax-lexicon).
+        english_cache: FLARE's English states in stage 2 (they cannot change while the adapter
+            trains): "auto" computes each example's once and reuses them in later epochs and in
+            every validation and test pass where they fit the budgets below, and otherwise
+            recomputes them with a one-line note; "on" is the same but refuses, in one line, a run
+            whose states do not fit; "off" recomputes them in every pass. Results are the same
+            bit for bit in all three (README, "Computing the English side once").
+        english_cache_ram_mib: memory the cached English states of one run may take (MiB).
+        english_cache_disk_mib: past the memory budget, disk the states may take (MiB), in
+            safetensors files under the run folder read memory-mapped (`english_cache/`).
     """
 
     data_dir: str | None = None
@@ -130,6 +139,9 @@ class DataSettings:
     train_english: list[Literal[ENGLISH_SIDES]] = field(default_factory=lambda: ["gold"])
     test_english: list[Literal[ENGLISH_SIDES]] = field(default_factory=lambda: ["gold"])
     lexicon_dir: str | None = None
+    english_cache: Literal["auto", "on", "off"] = "auto"
+    english_cache_ram_mib: Annotated[int, Range(0, 1 << 30)] = 2048
+    english_cache_disk_mib: Annotated[int, Range(0, 1 << 30)] = 8192
 
 
 @dataclass
@@ -166,7 +178,7 @@ class JointSettings:
 # FlareConfig follows from the method (fusion, source_dim), the task and the model family.
 STUDY_ADAPTER_FIELDS = (
     "r", "lora_alpha", "lora_dropout", "target_modules", "source_position", "decode_fusion",
-    "cross_attention_heads", "fuse_modules", "english_gate",
+    "cross_attention_heads", "fuse_modules", "fuse_layers", "english_gate",
 )
 
 
@@ -279,6 +291,10 @@ class Study:
 
             check_language_map(self.language_map)
         adapter = self.adapter
+        try:
+            parse_layers(adapter.fuse_layers)
+        except FlareError as error:
+            raise FlareError(f"adapter.{error}") from None
         fused = set(FUSED) & set(self.methods)
         cross = [f for f in self.fusions if f in CROSS_ATTENTION_QUERIES] if fused else []
         if cross and adapter.r % adapter.cross_attention_heads:
@@ -379,6 +395,7 @@ def study_to_dict(study: Study) -> dict[str, Any]:
 RESUMABLE_CHANGES = frozenset({
     "languages", "methods", "fusions", "seeds", "output_dir", "device", "data.data_dir", "data.translations_dir",
     "data.train_english", "data.test_english", "data.lexicon_dir", "joint.training", "joint.held_out",
+    "data.english_cache", "data.english_cache_ram_mib", "data.english_cache_disk_mib",  # results stay the same
     *(f"{stage}.{name}" for stage in ("stage1", "stage2")
       for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project", "log_with")),
 })

@@ -96,7 +96,7 @@ def test_source_states_without_source_dim():
 
 
 def test_both_kinds_of_source(model):
-    with pytest.raises(FlareError, match="not both"):
+    with pytest.raises(FlareError, match="give one of source_input_ids, source_states and english_states"):
         model(input_ids=IDS, source_input_ids=IDS, source_states=torch.randn(2, 6, 12))
 
 

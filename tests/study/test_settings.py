@@ -44,7 +44,8 @@ def test_flare_kwargs_build_the_config():
     ({"source_position": "output"}, r"adapter.source_position: 'output' is not one of module_input, layer_input"),
     ({"decode_fusion": False}, r"adapter.decode_fusion: False is not one of none, last \(quote"),
     ({"rank": 8}, r"adapter.'rank': unknown setting \(known: cross_attention_heads, decode_fusion, english_gate, "
-                  r"fuse_modules"),
+                  r"fuse_layers, fuse_modules"),
+    ({"fuse_layers": [-1]}, r"adapter.fuse_layers\[0\]: -1 is out of range"),
 ])
 def test_one_checker_refuses_bad_adapter_values(adapter, match):
     with pytest.raises(FlareError, match=match) as error:
@@ -58,8 +59,8 @@ def test_study_yaml_keys_and_flags_are_unchanged(tmp_path, capsys):
                "source_position": "layer_input", "decode_fusion": "last", "cross_attention_heads": 2,
                "fuse_modules": ["query", "value"]}
     path.write_text(yaml.safe_dump({"adapter": adapter}))
-    # an older study.yaml lacks the settings added since (english_gate): they read as their defaults
-    assert study_to_dict(load_study(path))["adapter"] == {**adapter, "english_gate": False}
+    # an older study.yaml lacks the settings added since (english_gate, fuse_layers): they read as their defaults
+    assert study_to_dict(load_study(path))["adapter"] == {**adapter, "english_gate": False, "fuse_layers": None}
     with pytest.raises(SystemExit):
         main(["compare", "--help"])
     text = " ".join(capsys.readouterr().out.split())
@@ -72,3 +73,8 @@ def test_the_adapter_imports_no_settings_machinery():
     code = ("import sys, flare.adapter.config\n"
             "assert not {'flare.study.settings', 'jsonargparse', 'docstring_parser', 'yaml'} & set(sys.modules)")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_fuse_layers_written_wrong_is_refused_before_any_work():
+    with pytest.raises(FlareError, match=r"^adapter.fuse_layers '1-': write layer indices and ranges"):
+        Study(adapter=AdapterSettings(fuse_layers="1-")).validate()
