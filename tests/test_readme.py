@@ -211,6 +211,40 @@ def run_accelerate_launch(text, tmp_path, monkeypatch):
     run_command_line("flare " + " ".join(argv[argv.index("flare.cli") + 1:]), tmp_path, monkeypatch, ("compare",))
 
 
+def _llama_flare_scope():
+    model = flare.get_flare_model(tiny.llama(), flare.FlareConfig(target_modules="all-linear", task_type="CAUSAL_LM"))
+    tiny.randomize_lora_B(model)
+    target_ids, target_mask = tiny.batch(2, 6, seed=0, pad_left=2)
+    english_ids, english_mask = tiny.batch(2, 7, seed=1, pad_left=1)
+    return {"flare": flare, "model": model, "target_ids": target_ids, "target_mask": target_mask,
+            "english_ids": english_ids, "english_mask": english_mask,
+            "labels": target_ids.masked_fill(target_mask == 0, -100)}
+
+
+def run_english_states(text, tmp_path, monkeypatch):
+    scope = _llama_flare_scope()
+    exec(text, scope)
+    again = scope["model"](input_ids=scope["target_ids"], attention_mask=scope["target_mask"], labels=scope["labels"],
+                           source_input_ids=scope["english_ids"], source_attention_mask=scope["english_mask"])
+    assert torch.equal(scope["out"].loss, again.loss)  # "the same, bit for bit, ... on the same batch"
+
+
+def run_english_state_cache(text, tmp_path, monkeypatch):
+    from transformers import Trainer, TrainingArguments
+
+    scope = _llama_flare_scope()
+    ids, mask = tiny.batch(8, 6, seed=0, pad_right=2)
+    source_ids, source_mask = tiny.batch(8, 7, seed=1, pad_left=1)
+    data = Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": mask.tolist(),
+                              "labels": ids.masked_fill(mask == 0, -100).tolist(),
+                              "source_input_ids": source_ids.tolist(), "source_attention_mask": source_mask.tolist()})
+    args = TrainingArguments(str(tmp_path), per_device_train_batch_size=8, max_steps=2, report_to=[], use_cpu=True,
+                             save_strategy="no")
+    scope["trainer"] = Trainer(model=scope["model"], args=args, train_dataset=data)
+    exec(text, scope)
+    assert scope["trainer"].state.global_step == 2 and scope["model"].english_state_cache is not None
+
+
 RUNNERS: dict[str, Callable] = {
     "pip install ./flare-xlt": run_install,
     "flare.task_from_dict": run_first_run,
@@ -226,6 +260,8 @@ RUNNERS: dict[str, Callable] = {
     "--joint_adapter true --text rows.jsonl": run_joint_commands,
     'fsdp_config={"version": 2': run_trainer_fsdp2,
     "accelerate launch --config_file examples/accelerate/fsdp2.yaml": run_accelerate_launch,
+    "states = model.english_states(english_ids, english_mask)": run_english_states,
+    "model.english_state_cache = flare.EnglishStateCache(": run_english_state_cache,
 }
 
 
