@@ -71,9 +71,11 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
 
 def load_flare_model(
     base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False, revision: str | None = None,
-    adapter_name: str | None = None,
+    adapter_name: str | None = None, allow_base_mismatch: bool = False,
 ) -> FlareModel:
     """Put a saved FLARE adapter (a folder, a Trainer checkpoint folder or a Hub model id) on
     base_model (the same base it was trained on), under the name it was saved with unless
-    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable."""
-    return load_onto(FlareModel, base_model, directory, is_trainable, revision, adapter_name)
+    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable.
+    A base of another architecture or layer count than the one the adapter was saved for is
+    refused, one of another name warned about; allow_base_mismatch=True loads it anyway."""
+    return load_onto(FlareModel, base_model, directory, is_trainable, revision, adapter_name, allow_base_mismatch)
