@@ -207,7 +207,12 @@ def load_yaml(text: str, where: str) -> Any:
     Python object is built, so a hostile file costs no memory."""
     if len(text) > MAX_YAML_BYTES:
         raise FlareError(f"{where}: {len(text)} characters is too large for a settings file (limit {MAX_YAML_BYTES})")
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)  # its reader refuses control characters (NUL...) before anything is parsed
+    except yaml.reader.ReaderError as error:
+        line = text[: error.position].count("\n") + 1
+        raise FlareError(f"{where}: line {line} holds the control character U+{error.character:04X}, "
+                         "which YAML does not allow") from None
     try:
         node = loader.get_single_node()
         if node is None:

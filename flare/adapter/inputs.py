@@ -35,6 +35,8 @@ def check_ids(ids: Any, embeddings: nn.Module | None) -> torch.Tensor:
         raise FlareError(f"source_input_ids must be 2-D (batch, length), got shape {tuple(ids.shape)}")
     if ids.dtype.is_floating_point or ids.dtype.is_complex or ids.dtype == torch.bool:
         raise FlareError(f"source_input_ids must hold integer token ids, got dtype {ids.dtype}")
+    if ids.dtype not in (torch.long, torch.int32):  # what an embedding takes; the values stay exact
+        ids = ids.long()
     if ids.shape[1] == 0:
         raise FlareError("source_input_ids is empty (length 0); an English side needs at least one token")
     weight = getattr(embeddings, "weight", None)

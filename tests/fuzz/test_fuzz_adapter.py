@@ -11,7 +11,7 @@ import warnings
 import pytest
 import torch
 from fuzz_support import check_api, fuzz, numbers, tally, texts, values
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import tiny_models as tiny
@@ -19,6 +19,7 @@ from flare import FlareConfig, get_flare_model
 from flare.adapter.config import ALIGNMENTS, DECODE_FUSIONS, FUSIONS, SOURCE_POSITIONS
 
 FIELDS = [f.name for f in dataclasses.fields(FlareConfig)]
+SIZES = ("r", "source_dim", "cross_attention_heads")
 GOOD = {
     "r": st.integers(1, 8), "lora_alpha": st.integers(1, 32), "lora_dropout": st.sampled_from([0.0, 0.1]),
     "fusion": st.sampled_from(FUSIONS), "source_position": st.sampled_from(SOURCE_POSITIONS),
@@ -38,6 +39,9 @@ def config_fields(draw) -> dict:
             fields[name] = draw(GOOD[name])
         else:
             fields[name] = draw(st.one_of(values, numbers, texts))
+    for name in SIZES:  # a size past its declared Range would only measure how torch fails to allocate it
+        value = fields.get(name)
+        assume(not (isinstance(value, int) and not isinstance(value, bool) and value > 4096))
     return fields
 
 
