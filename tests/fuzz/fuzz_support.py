@@ -23,16 +23,18 @@ import string
 from collections import Counter
 from pathlib import Path
 
-from hypothesis import HealthCheck, seed, settings
+from hypothesis import HealthCheck, Phase, seed, settings
 from hypothesis import strategies as st
 
 TOTAL = int(os.environ.get("FLARE_FUZZ_EXAMPLES", "200"))
 SEED = int(os.environ.get("FLARE_FUZZ_SEED", "40"))
 REPORT = os.environ.get("FLARE_FUZZ_REPORT")
 WEIGHTS = {  # share of the cases per target
-    "study_yaml_cli": 0.22, "study_yaml_api": 0.08, "cli_flags": 0.20, "task_files": 0.16, "translation_jsonl": 0.07,
-    "flare_config": 0.10, "forward_arguments": 0.14, "subprocess": 0.0,
+    "study_yaml_cli": 0.22, "study_yaml_api": 0.08, "cli_flags": 0.20, "task_files": 0.14, "translation_jsonl": 0.06,
+    "results_jsonl": 0.04, "flare_config": 0.10, "forward_arguments": 0.16, "subprocess": 0.0,
 }
+# FLARE_FUZZ_SHRINK=0: report a failing case as found, without minimising it (faster when hunting)
+PHASES = [p for p in Phase if p != Phase.shrink or os.environ.get("FLARE_FUZZ_SHRINK", "1") != "0"]
 PROGRESS = re.compile(r"\d+%\|")  # tqdm bars are not messages
 
 
@@ -44,7 +46,7 @@ def fuzz(target: str):
     def decorate(test):
         test = settings(
             max_examples=examples, deadline=None, database=None, derandomize=False, print_blob=True,
-            suppress_health_check=list(HealthCheck),
+            suppress_health_check=list(HealthCheck), phases=PHASES,
         )(test)
         return seed(SEED)(test)
 
@@ -97,6 +99,11 @@ values = st.recursive(
 
 # ----------------------------------------------------------------- the rule
 
+def changes(before: dict, after: dict) -> list[str]:
+    """What differs between two snapshots, for an assertion message."""
+    return sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+
+
 def snapshot(folder: Path, skip: Path | None = None) -> dict[str, tuple[int, int]]:
     """Every file and folder under `folder` (outside `skip`) with its size and modification time."""
     found = {}
@@ -104,7 +111,8 @@ def snapshot(folder: Path, skip: Path | None = None) -> dict[str, tuple[int, int
         if skip is not None and (path == skip or skip in path.parents):
             continue
         stat = path.lstat()
-        found[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns)
+        # a folder's own time changes whenever an entry below it does; those entries are listed themselves
+        found[str(path.relative_to(folder))] = (-1, -1) if path.is_dir() else (stat.st_size, stat.st_mtime_ns)
     return found
 
 

@@ -10,7 +10,7 @@ import shutil
 
 import pytest
 import yaml
-from fuzz_support import check_api, fuzz, snapshot, tally, texts, values
+from fuzz_support import changes, check_api, check_cli, fuzz, run_cli, snapshot, tally, texts, values
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -165,3 +165,50 @@ def test_translation_files(folder, content, meta):
     call = _load_all(case / "task.yaml", translations_dir=case / "tr", source="machine")
     tally("translation_jsonl", check_api(call))
     assert snapshot(folder) == before, "reading translations wrote a file"
+
+
+RECORD = {"run_id": "nusax/flare/jav/seed1", "task": "nusax", "method": "flare", "label": "FLARE", "language": "jav",
+          "seed": 1, "metric": "macro_f1", "score": 50.0}
+
+
+@st.composite
+def results(draw) -> bytes:
+    """A results.jsonl: records near valid ones (a field replaced, removed or added), other JSON, text."""
+    lines = []
+    for index in range(draw(st.integers(1, 4))):
+        record = {**RECORD, "run_id": f"nusax/flare/jav/seed{index}", "seed": index,
+                  "language": draw(st.sampled_from(["jav", "sun"]))}
+        for _ in range(draw(st.integers(0, 2))):
+            key = draw(st.sampled_from([*RECORD, "model", "extra"]))
+            if draw(st.integers(0, 4)) == 0:
+                record.pop(key, None)
+            else:
+                record[key] = draw(values)
+        lines.append(json.dumps(record) if draw(st.integers(0, 8)) else draw(texts).replace("\n", " "))
+    data = ("\n".join(lines) + "\n").encode("utf-8", "surrogatepass")
+    if draw(st.integers(0, 5)) == 0:
+        data = data[: draw(st.integers(0, len(data)))]
+    return data
+
+
+@fuzz("results_jsonl")
+@given(content=results(), against=st.one_of(st.none(), texts, st.lists(texts, max_size=2).map(json.dumps)))
+def test_report_on_any_results_file(folder, content, against):
+    """The one target that writes: `flare report` (real, in process) writes results.csv, .md and .png
+    into out/ or, refusing, nothing at all."""
+    case = _fresh(folder, "report")
+    (case / "results.jsonl").write_bytes(content)
+    argv = ["report", str(case / "results.jsonl"), "--out_dir", str(case / "out")]
+    if against is not None:
+        argv += ["--against", against.replace("\x00", "")]
+    before = snapshot(folder, skip=case / "out")
+    status, _, stderr = run_cli(argv)
+    outcome = check_cli(status, stderr, argv)
+    after = snapshot(folder, skip=case / "out")
+    assert after == before, f"report wrote outside its out_dir: {changes(before, after)}"
+    written = sorted(p.name for p in (case / "out").iterdir()) if (case / "out").exists() else []
+    if outcome == "accepted":
+        assert {"results.csv", "results.md"} <= set(written), written
+    else:
+        assert written == [], f"a refused report left {written}"
+    tally("results_jsonl", outcome)

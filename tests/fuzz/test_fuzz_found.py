@@ -34,3 +34,55 @@ def test_a_control_character_in_a_flag_value_exits_2_with_one_line(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "control character U+001F" in err and "internal error" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"r": ""}, r"r: '' is not a valid int"),
+    ({"r": True}, r"r: True is not a valid int"),
+    ({"lora_dropout": float("nan")}, r"lora_dropout: nan is not a finite number"),
+    ({"target_modules": 5}, r"target_modules: 5 is not a valid"),
+    ({"english_gate": "yes"}, r"english_gate: 'yes' is not a valid bool"),
+    ({"cross_attention_dropout": 3}, r"cross_attention_dropout must be in \[0, 1\), got 3.0"),
+])
+def test_flare_config_fields_of_the_wrong_type_are_one_line_errors(fields, match):
+    """Found by the FlareConfig target: FlareConfig(r='') was a raw TypeError ('<' between str and
+    int), cross_attention_dropout=3 a raw ValueError from torch when the model was built."""
+    from flare import FlareConfig
+
+    with pytest.raises(FlareError, match=match):
+        FlareConfig(**fields)
+    assert FlareConfig(fuse_modules="q_proj").fuse_modules == ["q_proj"]  # one name still means a list
+    assert FlareConfig(lora_dropout=0).lora_dropout == 0.0
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16"])
+def test_source_ids_of_any_integer_dtype_fuse_as_long_ones(dtype):
+    """Found by the forward-argument target: int8 ids were a raw RuntimeError from the embedding."""
+    import torch
+
+    import tiny_models as tiny
+    from flare import FlareConfig, get_flare_model
+
+    model = get_flare_model(tiny.llama(), FlareConfig())
+    tiny.randomize_lora_B(model)
+    ids, mask = tiny.batch(2, 5, seed=0)
+    with torch.no_grad():
+        expected = model(ids, mask, source_input_ids=ids, source_attention_mask=mask).logits
+        got = model(ids, mask, source_input_ids=ids.to(getattr(torch, dtype)), source_attention_mask=mask).logits
+    assert torch.equal(got, expected)
+
+
+@pytest.mark.parametrize("field,value", [("run_id", ["a"]), ("language", {"x": 1}), ("label", None), ("task", "")])
+def test_a_results_record_whose_keys_are_not_strings_is_one_line(field, value, tmp_path, capsys):
+    """Found by the results target: a run_id or language given as a list or mapping was 'internal
+    error: TypeError: unhashable type', exit 1."""
+    import json
+
+    record = {"run_id": "nusax/flare/jav/seed1", "task": "nusax", "method": "flare", "label": "FLARE",
+              "language": "jav", "seed": 1, "metric": "macro_f1", "score": 50.0, field: value}
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    assert main(["report", str(path), "--out_dir", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{field} must be a non-empty string" in err
+    assert not (tmp_path / "out").exists()
