@@ -52,10 +52,13 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
             raise FlareError(
                 f"fuse_modules {untargeted} are not among target_modules {targets}; fused modules need LoRA"
             )
-    lora = LoraConfig(
-        r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
-    )
+    try:  # PEFT checks its own settings (task_type, ...) here
+        lora = LoraConfig(
+            r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
+        )
+    except (ValueError, TypeError) as error:
+        raise FlareError(f"PEFT refuses these LoRA settings: {first_line(error)}") from None
     try:
         peft_model = get_peft_model(model, lora, adapter_name=adapter_name)
     except ValueError as error:

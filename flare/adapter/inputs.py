@@ -60,6 +60,8 @@ def check_states(states: Any, projection: nn.Module | None) -> torch.Tensor:
         raise FlareError(f"source_states must be 3-D (batch, length, source_dim), got shape {tuple(states.shape)}")
     if not states.dtype.is_floating_point:
         raise FlareError(f"source_states must be floating point, got dtype {states.dtype}")
+    if states.shape[1] == 0:
+        raise FlareError("source_states is empty (length 0); an English side needs at least one position")
     if projection is not None:
         _on(states, projection.weight.device, "source_states", "the source projection")
     if states.device.type != "meta" and states.numel() and not bool(torch.isfinite(states).all()):

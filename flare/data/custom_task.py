@@ -174,7 +174,10 @@ def task_from_yaml(path: Path) -> Task:
     )
     if task_type == "qa" and bool(answer_text) != bool(answer_start):
         raise FlareError(f"{where}: give both answer_text_column and answer_start_column, or answers_column")
-    label_map = {str(k): str(v) for k, v in (spec.get("label_map") or {}).items()}
+    raw_map = spec.get("label_map") or {}
+    if not isinstance(raw_map, dict):
+        raise FlareError(f"{where}: 'label_map' must map raw label values to labels, got {type(raw_map).__name__}")
+    label_map = {str(k): str(v) for k, v in raw_map.items()}
     for raw, name in label_map.items():
         if name not in labels:
             raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")

@@ -86,3 +86,38 @@ def test_a_results_record_whose_keys_are_not_strings_is_one_line(field, value, t
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{field} must be a non-empty string" in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_task_type_peft_does_not_know_is_one_line():
+    """Found by the FlareConfig target: task_type='' was PEFT's raw ValueError."""
+    import tiny_models as tiny
+    from flare import FlareConfig, get_flare_model
+
+    with pytest.raises(FlareError, match=r"PEFT refuses these LoRA settings: Invalid task type: ''"):
+        get_flare_model(tiny.llama(), FlareConfig(task_type=""))
+
+
+def test_empty_source_states_are_one_line():
+    """Found by the forward-argument target: states of length 0 were a raw IndexError from amin()."""
+    import torch
+
+    import tiny_models as tiny
+    from flare import FlareConfig, get_flare_model
+
+    model = get_flare_model(tiny.llama(), FlareConfig(source_dim=8))
+    ids, mask = tiny.batch(2, 5, seed=0)
+    with pytest.raises(FlareError, match=r"source_states is empty \(length 0\)"):
+        model(ids, mask, source_states=torch.randn(2, 0, 8), source_attention_mask=torch.ones(2, 0))
+
+
+def test_a_task_label_map_that_is_not_a_mapping_is_one_line(tmp_path):
+    """Found by the task-file target: label_map given as a list was a raw AttributeError."""
+    import yaml
+
+    from flare.data.tasks import get_task
+
+    spec = {"name": "toy", "type": "classification", "languages": ["en", "de"], "labels": ["negative", "positive"],
+            "files": "{language}/{split}.csv", "splits": ["test"], "label_map": [{}, 3]}
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(FlareError, match=r"'label_map' must map raw label values to labels, got list"):
+        get_task(str(tmp_path / "task.yaml"))
