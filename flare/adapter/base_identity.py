@@ -46,7 +46,8 @@ def short_name(name: str) -> str:
 
 
 def check_base(recorded: Any, backbone: nn.Module, where: str, allow_mismatch: bool) -> None:
-    """Compare the sidecar's record with the base model about to receive the adapter."""
+    """Compare the sidecar's record with the base model about to receive the adapter: its
+    architecture and depth (refused), before PEFT touches the model."""
     if not isinstance(recorded, dict):
         return  # saved before the record existed
     now = base_identity(backbone)
@@ -62,7 +63,14 @@ def check_base(recorded: Any, backbone: nn.Module, where: str, allow_mismatch: b
         if not allow_mismatch:
             raise FlareError(f"{message}; pass allow_base_mismatch=True to load it anyway")
         warnings.warn(message, stacklevel=4)
-    saved_name, name = recorded.get("name_or_path"), now["name_or_path"]
+
+
+def check_base_name(recorded: Any, backbone: nn.Module, where: str, allow_mismatch: bool) -> None:
+    """The name the adapter was saved for against the base model's (a warning), once the adapter
+    has loaded: an adapter that does not fit at all gets its one error line, not a warning too."""
+    if not isinstance(recorded, dict):
+        return
+    saved_name, name = recorded.get("name_or_path"), base_identity(backbone)["name_or_path"]
     if (
         not allow_mismatch and isinstance(saved_name, str) and saved_name and name
         and short_name(saved_name) != short_name(name)

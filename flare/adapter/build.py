@@ -65,6 +65,10 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
         raise FlareError(
             f"target_modules {targets!r} match no module of {model_name}: {first_line(error)}"
         ) from None
+    except AttributeError as error:  # e.g. task_type CAUSAL_LM on a model that does not generate
+        raise FlareError(
+            f"PEFT cannot wrap {model_name} as task_type {config.task_type!r}: {first_line(error)}"
+        ) from None
     lora_layers = [n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)]
     fused = [n for n in lora_layers if _matches(n, list(fuse_names))]
     if not fused:

@@ -27,7 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from flare.adapter.base_identity import base_identity, check_base
+from flare.adapter.base_identity import base_identity, check_base, check_base_name
 from flare.adapter.card import check_card_inputs, model_card
 from flare.adapter.config import FlareConfig
 from flare.errors import FlareError, first_line
@@ -192,7 +192,8 @@ def load_onto(
     config, fused = check_adapter_dir(directory)
     adapter_name = adapter_name or _adapter_name(directory)
     # before PEFT injects LoRA into base_model: a refusal leaves the caller's model untouched
-    check_base(_sidecar(directory).get("base_model"), base_model, str(directory), allow_base_mismatch)
+    recorded_base = _sidecar(directory).get("base_model")
+    check_base(recorded_base, base_model, str(directory), allow_base_mismatch)
     try:
         peft_model = PeftModel.from_pretrained(
             base_model, directory, adapter_name=adapter_name, is_trainable=is_trainable
@@ -210,6 +211,7 @@ def load_onto(
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
     model = model_class(peft_model, config, fused)
     _load_flare_weights(model, directory)
+    check_base_name(recorded_base, model.backbone, str(directory), allow_base_mismatch)
     for parameter in [*model.fusion_modules.parameters(), *model.english_gates.parameters()]:
         parameter.requires_grad_(is_trainable)
     if model.source_projection is not None:

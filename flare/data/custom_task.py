@@ -97,12 +97,18 @@ def _files(
         if isinstance(splits_value, list):
             splits = {lang: [str(s) for s in splits_value] for lang in languages}
         elif isinstance(splits_value, dict):
-            splits = {str(lang): [str(s) for s in v] for lang, v in splits_value.items()}
+            splits = {str(lang): _str_list(v, where, f"splits.{lang}") for lang, v in splits_value.items()}
         else:
             raise FlareError(f"{where}: with a 'files' pattern, 'splits' must list the splits")
         for lang, names in splits.items():
             for split in names:
-                files.setdefault(split, {})[lang] = beside_task_file(value.format(language=lang, split=split))
+                try:
+                    pattern = value.format(language=lang, split=split)
+                except (KeyError, IndexError, ValueError):
+                    raise FlareError(
+                        f"{where}: the 'files' pattern {value[:60]!r} may use only {{language}} and {{split}}"
+                    ) from None
+                files.setdefault(split, {})[lang] = beside_task_file(pattern)
     elif isinstance(value, dict):
         for split, per_lang in value.items():
             if not isinstance(per_lang, dict):

@@ -121,3 +121,32 @@ def test_a_task_label_map_that_is_not_a_mapping_is_one_line(tmp_path):
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(FlareError, match=r"'label_map' must map raw label values to labels, got list"):
         get_task(str(tmp_path / "task.yaml"))
+
+
+def test_a_task_type_the_model_does_not_fit_is_one_line():
+    """Found by the FlareConfig target: task_type='CAUSAL_LM' on a sequence classifier was PEFT's raw
+    AttributeError (no prepare_inputs_for_generation)."""
+    import tiny_models as tiny
+    from flare import FlareConfig, get_flare_model
+
+    with pytest.raises(FlareError, match=r"PEFT cannot wrap XLMRobertaForSequenceClassification as task_type "
+                                         r"'CAUSAL_LM'"):
+        get_flare_model(tiny.xlmr_classifier(), FlareConfig(task_type="CAUSAL_LM"))
+
+
+@pytest.mark.parametrize("change,match", [
+    ({"splits": {"de": 5}}, r"'splits.de' must be a non-empty list of strings"),
+    ({"files": "{lang}/{split}.csv"}, r"the 'files' pattern '\{lang\}/\{split\}.csv' may use only"),
+    ({"files": "{0}.csv"}, r"may use only \{language\} and \{split\}"),
+])
+def test_task_file_splits_and_patterns_of_the_wrong_shape_are_one_line(change, match, tmp_path):
+    """Found by the task-file target: splits {de: 5} was a raw TypeError ('int' object is not iterable)."""
+    import yaml
+
+    from flare.data.tasks import get_task
+
+    spec = {"name": "toy", "type": "classification", "languages": ["en", "de"], "labels": ["negative", "positive"],
+            "files": "{language}/{split}.csv", "splits": ["test"], **change}
+    (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
+    with pytest.raises(FlareError, match=match):
+        get_task(str(tmp_path / "task.yaml"))
