@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
@@ -65,6 +66,8 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
         raise FlareError(
             f"target_modules {targets!r} match no module of {model_name}: {first_line(error)}"
         ) from None
+    except (TypeError, re.error) as error:  # a target_modules regex that does not compile, modules_to_save on a list
+        raise FlareError(f"PEFT cannot apply these LoRA settings to {model_name}: {first_line(error)}") from None
     except AttributeError as error:  # e.g. task_type CAUSAL_LM on a model that does not generate
         raise FlareError(
             f"PEFT cannot wrap {model_name} as task_type {config.task_type!r}: {first_line(error)}"

@@ -150,3 +150,18 @@ def test_task_file_splits_and_patterns_of_the_wrong_shape_are_one_line(change, m
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
     with pytest.raises(FlareError, match=match):
         get_task(str(tmp_path / "task.yaml"))
+
+
+@pytest.mark.parametrize("fields,match", [
+    ({"target_modules": "["}, r"PEFT cannot apply these LoRA settings to LlamaForCausalLM: unterminated character set"),
+    ({"modules_to_save": ["["]}, r"PEFT cannot apply these LoRA settings to LlamaForCausalLM: unterminated"),
+    ({"modules_to_save": [""]}, r"PEFT cannot apply these LoRA settings .*modules_to_save cannot be applied"),
+])
+def test_lora_settings_peft_cannot_apply_are_one_line(fields, match):
+    """Found by the FlareConfig target: a target_modules regex that does not compile was a raw re.error,
+    modules_to_save matching a ModuleList a raw TypeError."""
+    import tiny_models as tiny
+    from flare import FlareConfig, get_flare_model
+
+    with pytest.raises(FlareError, match=match):
+        get_flare_model(tiny.llama(), FlareConfig(**fields))
