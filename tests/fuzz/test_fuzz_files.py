@@ -31,9 +31,14 @@ cells = st.one_of(
 @st.composite
 def table(draw, suffix: str) -> bytes:
     """A data file: a header and rows, valid or not, then perhaps spoiled bytes."""
-    header = draw(st.sampled_from([["id", "text", "label"], ["id", "text"], ["text", "label"], ["id", "text", "text",
-                                   "label"], ["id", "label", "text", "extra"]]))
-    rows = draw(st.lists(st.lists(cells, min_size=len(header) - 1, max_size=len(header) + 1), max_size=4))
+    if draw(st.booleans()):  # a valid table (the same ids and labels in both languages), its texts hostile
+        header = ["id", "text", "label"]
+        rows = [[str(i), draw(texts.filter(lambda t: t.strip() and t.isprintable())) + "x", label]
+                for i, label in enumerate(["positive", "negative", "positive"][: draw(st.integers(1, 3))])]
+    else:
+        header = draw(st.sampled_from([["id", "text", "label"], ["id", "text"], ["text", "label"],
+                                       ["id", "text", "text", "label"], ["id", "label", "text", "extra"]]))
+        rows = draw(st.lists(st.lists(cells, min_size=len(header) - 1, max_size=len(header) + 1), max_size=4))
     if suffix == "jsonl":
         lines = []
         for row in rows:
@@ -51,7 +56,7 @@ def table(draw, suffix: str) -> bytes:
 
         text = "\n".join(separator.join(cell(str(v)) for v in line) for line in [header, *rows]) + "\n"
     data = text.encode("utf-8", "surrogatepass")
-    spoil = draw(st.sampled_from(["none", "none", "none", "cut", "utf-16", "latin-1", "nul", "crlf", "empty"]))
+    spoil = draw(st.sampled_from(["none"] * 6 + ["cut", "utf-16", "latin-1", "nul", "crlf", "empty"]))
     if spoil == "cut":
         data = data[: draw(st.integers(0, len(data)))]
     elif spoil == "utf-16":
@@ -91,7 +96,7 @@ def _load_all(path, language: str = "de", **pairs):
 
 @fuzz("task_files")
 @given(suffix=st.sampled_from(sorted(SUFFIXES)), data=st.data(),
-       changes=st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=2))
+       changes=st.one_of(st.just([]), st.lists(st.tuples(st.sampled_from(KEYS), values), max_size=2)))
 def test_task_files_and_their_data(folder, suffix, data, changes):
     case = _fresh(folder, "task")
     spec = {**TASK, "files": "{language}/{split}." + suffix}
@@ -118,7 +123,9 @@ VALID_EN = "id,text,label\n1,good food,positive\n2,bad service,negative\n"
 @st.composite
 def translations(draw) -> bytes:
     rows = []
-    for _ in range(draw(st.integers(0, 4))):
+    if draw(st.booleans()):  # the two rows the data has, translated into hostile text
+        rows = [json.dumps({"id": key, "text": draw(texts)}) for key in ("1", "2")[: draw(st.integers(1, 2))]]
+    for _ in range(draw(st.integers(0, 4)) if not rows else draw(st.integers(0, 1))):
         kind = draw(st.sampled_from(["row", "row", "row", "any", "broken"]))
         if kind == "row":
             row = {"id": draw(st.one_of(st.sampled_from(["1", "2", 1, 2, "3", None, [1], 1.0]), texts)),
@@ -133,7 +140,7 @@ def translations(draw) -> bytes:
         else:
             rows.append(draw(texts).replace("\n", " "))
     data = ("\n".join(rows) + "\n").encode("utf-8", "surrogatepass")
-    spoil = draw(st.sampled_from(["none", "none", "cut", "utf-16", "latin-1", "bom", "nul"]))
+    spoil = draw(st.sampled_from(["none"] * 6 + ["cut", "utf-16", "latin-1", "bom", "nul"]))
     if spoil == "cut":
         data = data[: draw(st.integers(0, len(data)))]
     elif spoil == "utf-16":
