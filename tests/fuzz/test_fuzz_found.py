@@ -165,3 +165,14 @@ def test_lora_settings_peft_cannot_apply_are_one_line(fields, match):
 
     with pytest.raises(FlareError, match=match):
         get_flare_model(tiny.llama(), FlareConfig(**fields))
+
+
+def test_a_csv_header_holding_a_nul_is_one_line(tmp_path):
+    """Found by the task-file target (10,000-case run): a header column named like the reader's own
+    key for overflowing values ("\\0extra") made a short row a raw TypeError."""
+    from flare.data.examples import read_records
+
+    path = tmp_path / "test.csv"
+    path.write_text("id,label,text,\x00extra\n1,positive,good\n")
+    with pytest.raises(FlareError, match=r"test\.csv: the header holds a NUL character"):
+        read_records(path)
