@@ -97,7 +97,7 @@ def _files(
         if isinstance(splits_value, list):
             splits = {lang: [str(s) for s in splits_value] for lang in languages}
         elif isinstance(splits_value, dict):
-            splits = {str(lang): _str_list(v, where, f"splits.{lang}") for lang, v in splits_value.items()}
+            splits = {str(lang): _str_list(v, where, f"splits[{str(lang)[:40]!r}]") for lang, v in splits_value.items()}
         else:
             raise FlareError(f"{where}: with a 'files' pattern, 'splits' must list the splits")
         for lang, names in splits.items():

@@ -135,7 +135,8 @@ def test_a_task_type_the_model_does_not_fit_is_one_line():
 
 
 @pytest.mark.parametrize("change,match", [
-    ({"splits": {"de": 5}}, r"'splits.de' must be a non-empty list of strings"),
+    ({"splits": {"de": 5}}, r"'splits\['de'\]' must be a non-empty list of strings"),
+    ({"splits": {"\n": None}}, r"'splits\['\\n'\]' must be a non-empty list of strings"),
     ({"files": "{lang}/{split}.csv"}, r"the 'files' pattern '\{lang\}/\{split\}.csv' may use only"),
     ({"files": "{0}.csv"}, r"may use only \{language\} and \{split\}"),
 ])
@@ -148,8 +149,9 @@ def test_task_file_splits_and_patterns_of_the_wrong_shape_are_one_line(change, m
     spec = {"name": "toy", "type": "classification", "languages": ["en", "de"], "labels": ["negative", "positive"],
             "files": "{language}/{split}.csv", "splits": ["test"], **change}
     (tmp_path / "task.yaml").write_text(yaml.safe_dump(spec))
-    with pytest.raises(FlareError, match=match):
+    with pytest.raises(FlareError, match=match) as error:
         get_task(str(tmp_path / "task.yaml"))
+    assert "\n" not in str(error.value)  # the 10,000-case run: a split key "\n" broke the line
 
 
 @pytest.mark.parametrize("fields,match", [
