@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast test-gpu lint quickstart clean
+.PHONY: test test-fast test-gpu lint quickstart fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,16 @@ test-fast: $(STAMP)
 # the CUDA tier (tests/gpu, marker gpu): skipped, not failed, where torch sees no GPU
 test-gpu: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m gpu
+
+# the standing fuzz check at full size: 10,000 generated hostile inputs (tests/fuzz, seed FUZZ_SEED);
+# per-target counts of accepted and refused cases go to FUZZ_REPORT (docs/reliability.md records a run)
+FUZZ_CASES ?= 10000
+FUZZ_SEED ?= 40
+FUZZ_REPORT ?= fuzz-report.json
+fuzz: $(STAMP)
+	rm -f $(FUZZ_REPORT)
+	FLARE_FUZZ_EXAMPLES=$(FUZZ_CASES) FLARE_FUZZ_SEED=$(FUZZ_SEED) FLARE_FUZZ_REPORT=$(FUZZ_REPORT) \
+		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/fuzz
 
 quickstart: $(STAMP)
 	$(VENV)/bin/python -m flare.study.quickstart

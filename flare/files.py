@@ -208,11 +208,11 @@ def load_yaml(text: str, where: str) -> Any:
     if len(text) > MAX_YAML_BYTES:
         raise FlareError(f"{where}: {len(text)} characters is too large for a settings file (limit {MAX_YAML_BYTES})")
     try:
-        loader = _Loader(text)  # its reader refuses unprintable characters (NUL...) here already
+        loader = _Loader(text)  # its reader refuses control characters (NUL...) before anything is parsed
     except yaml.reader.ReaderError as error:
         line = text[: error.position].count("\n") + 1
-        what = "a NUL character" if error.character in ("\x00", 0) else f"the unprintable character {error.character!r}"
-        raise FlareError(f"{where}: line {line} is not valid YAML ({what})") from None
+        raise FlareError(f"{where}: line {line} holds the control character U+{error.character:04X}, "
+                         "which YAML does not allow") from None
     try:
         node = loader.get_single_node()
         if node is None:

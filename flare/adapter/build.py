@@ -53,15 +53,24 @@ def get_flare_model(model: nn.Module, config: FlareConfig | None = None, adapter
             raise FlareError(
                 f"fuse_modules {untargeted} are not among target_modules {targets}; fused modules need LoRA"
             )
-    lora = LoraConfig(
-        r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-        target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
-    )
+    try:  # PEFT checks its own settings (task_type, ...) here
+        lora = LoraConfig(
+            r=config.r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=targets, modules_to_save=config.modules_to_save, task_type=config.task_type, bias="none",
+        )
+    except (ValueError, TypeError) as error:
+        raise FlareError(f"PEFT refuses these LoRA settings: {first_line(error)}") from None
     try:
         peft_model = get_peft_model(model, lora, adapter_name=adapter_name)
     except ValueError as error:
         raise FlareError(
             f"target_modules {targets!r} match no module of {model_name}: {first_line(error)}"
+        ) from None
+    except (TypeError, re.error) as error:  # a target_modules regex that does not compile, modules_to_save on a list
+        raise FlareError(f"PEFT cannot apply these LoRA settings to {model_name}: {first_line(error)}") from None
+    except AttributeError as error:  # e.g. task_type CAUSAL_LM on a model that does not generate
+        raise FlareError(
+            f"PEFT cannot wrap {model_name} as task_type {config.task_type!r}: {first_line(error)}"
         ) from None
     lora_layers = [n for n, m in peft_model.base_model.model.named_modules() if isinstance(m, LoraLayer)]
     fused = [n for n in lora_layers if _matches(n, list(fuse_names))]
@@ -94,9 +103,11 @@ def _in_layers(fused: list[str], layers: list[int], model_name: str) -> list[str
 
 def load_flare_model(
     base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False, revision: str | None = None,
-    adapter_name: str | None = None,
+    adapter_name: str | None = None, allow_base_mismatch: bool = False,
 ) -> FlareModel:
     """Put a saved FLARE adapter (a folder, a Trainer checkpoint folder or a Hub model id) on
     base_model (the same base it was trained on), under the name it was saved with unless
-    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable."""
-    return load_onto(FlareModel, base_model, directory, is_trainable, revision, adapter_name)
+    adapter_name says otherwise. As with PEFT, the model is in eval mode unless is_trainable.
+    A base of another architecture or layer count than the one the adapter was saved for is
+    refused, one of another name warned about; allow_base_mismatch=True loads it anyway."""
+    return load_onto(FlareModel, base_model, directory, is_trainable, revision, adapter_name, allow_base_mismatch)

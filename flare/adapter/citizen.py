@@ -133,7 +133,8 @@ class PeftCitizen(PeftModel):
                         is_trainable: bool = False, **kwargs: Any):
         """PEFT's entry point, for a FLARE adapter: the same as flare.load_flare_model."""
         return load_onto(
-            cls, model, model_id, is_trainable=is_trainable, revision=kwargs.get("revision"), adapter_name=adapter_name
+            cls, model, model_id, is_trainable=is_trainable, revision=kwargs.get("revision"), adapter_name=adapter_name,
+            allow_base_mismatch=kwargs.get("allow_base_mismatch", False),
         )
 
     # ------------------------------------------------------------- saving and the Hub

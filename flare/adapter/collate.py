@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from flare.adapter.model import FlareModel
 from flare.errors import FlareError
 
 
@@ -21,9 +22,20 @@ class SourceCollator:
     padding_side: "left" for decoder-only models (FLARE pairs the ends of decoder rows, so the
     English side ends where the target ends), "right" for encoders and encoder-decoders (the
     first positions pair); see FlareConfig.alignment.
+
+    model: the model the batches are for. Anything but a FlareModel is refused here: a plain
+    transformers or PEFT model takes the source_* arguments into its **kwargs and ignores them,
+    so training would silently be plain LoRA (or plain fine-tuning).
     """
 
-    def __init__(self, collator: Callable[[list[dict]], dict], pad_token_id: int, padding_side: str) -> None:
+    def __init__(
+        self, collator: Callable[[list[dict]], dict], pad_token_id: int, padding_side: str, model: Any = None
+    ) -> None:
+        if model is not None and not isinstance(model, FlareModel):
+            raise FlareError(
+                f"SourceCollator: the model is a {type(model).__name__}, not a FlareModel, and would ignore the "
+                "English side; build it with flare.get_flare_model or flare.load_flare_model"
+            )
         if padding_side not in ("left", "right"):
             raise FlareError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
         if not isinstance(pad_token_id, int):
@@ -43,8 +55,9 @@ class SourceCollator:
                 )
         if not keys:
             raise FlareError(
-                "the batch has no source_* fields: were the English columns dropped before batching? "
-                "(TRL's SFTTrainer drops them unless remove_unused_columns=False)"
+                "the batch has no source_* fields: were the English columns dropped before batching? Trainer "
+                "drops them when the model is not a FlareModel (its forward names no source_* argument), TRL's "
+                "SFTTrainer unless remove_unused_columns=False"
             )
         batch = self.collator([{k: v for k, v in e.items() if not k.startswith("source_")} for e in examples])
         main = "source_input_ids" if "source_input_ids" in keys else "source_states"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from flare.errors import FlareError
-from flare.setting_types import Range
+from flare.setting_types import Range, check_type
 
 # The cross-attention fusions, by the side their queries come from.
 CROSS_ATTENTION_QUERIES = {"cross_attention": "source", "cross_attention_target_queries": "target"}
@@ -102,10 +103,15 @@ class FlareConfig:
     task_type: str | None = None
 
     def __post_init__(self) -> None:
+        if isinstance(self.fuse_modules, str):
+            self.fuse_modules = [self.fuse_modules]
         _one_of("fusion", self.fusion, FUSIONS)
         _one_of("source_position", self.source_position, SOURCE_POSITIONS)
         _one_of("decode_fusion", self.decode_fusion, DECODE_FUSIONS)
         _one_of("alignment", self.alignment, ALIGNMENTS)
+        # the declared types (not the ranges: those bind what a study sets, see the class docstring)
+        for name, hint in typing.get_type_hints(FlareConfig).items():
+            setattr(self, name, check_type(getattr(self, name), hint, name))
         if self.r < 1:
             raise FlareError(f"r must be a positive integer, got {self.r}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -121,6 +127,8 @@ class FlareConfig:
         if isinstance(self.fuse_modules, str):
             self.fuse_modules = [self.fuse_modules]
         parse_layers(self.fuse_layers)
+        if not 0.0 <= self.cross_attention_dropout < 1.0:
+            raise FlareError(f"cross_attention_dropout must be in [0, 1), got {self.cross_attention_dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from flare.adapter.base_identity import base_identity, check_base, check_base_name
 from flare.adapter.card import check_card_inputs, model_card
 from flare.adapter.config import FlareConfig
 from flare.adapter.sharding import gathered_adapter_state, is_main_process, is_sharded
@@ -80,6 +81,7 @@ def save_flare(
             "config": model.flare_config.to_dict(),
             "fused_modules": model.fused_modules,
             "adapter_name": model.adapter_name,
+            "base_model": base_identity(model.backbone),  # checked on load (base_identity.py)
         }
         backbone_config = getattr(model.backbone, "config", None)
         base = getattr(backbone_config, "_name_or_path", None) or None
@@ -176,8 +178,12 @@ def check_adapter_dir(directory: str | os.PathLike) -> tuple[FlareConfig, list[s
     return config, fused
 
 
+def _sidecar(directory: Path) -> dict[str, Any]:
+    return json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+
+
 def _adapter_name(directory: Path) -> str:
-    name = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8")).get("adapter_name", "default")
+    name = _sidecar(directory).get("adapter_name", "default")
     if not isinstance(name, str) or not name:
         raise FlareError(f"{directory / CONFIG_FILE} is corrupt: adapter_name {name!r}")
     return name
@@ -185,12 +191,15 @@ def _adapter_name(directory: Path) -> str:
 
 def load_onto(
     model_class: type[FlareModel], base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False,
-    revision: str | None = None, adapter_name: str | None = None,
+    revision: str | None = None, adapter_name: str | None = None, allow_base_mismatch: bool = False,
 ) -> FlareModel:
     """`flare.load_flare_model`, building a `model_class` (FlareModel or a subclass)."""
     directory = resolve_adapter(directory, revision)
     config, fused = check_adapter_dir(directory)
     adapter_name = adapter_name or _adapter_name(directory)
+    # before PEFT injects LoRA into base_model: a refusal leaves the caller's model untouched
+    recorded_base = _sidecar(directory).get("base_model")
+    check_base(recorded_base, base_model, str(directory), allow_base_mismatch)
     try:
         peft_model = PeftModel.from_pretrained(
             base_model, directory, adapter_name=adapter_name, is_trainable=is_trainable
@@ -208,6 +217,7 @@ def load_onto(
         raise FlareError(f"the adapter in {directory} fuses modules this base model lacks: {missing[:3]}")
     model = model_class(peft_model, config, fused)
     _load_flare_weights(model, directory)
+    check_base_name(recorded_base, model.backbone, str(directory), allow_base_mismatch)
     for parameter in [*model.fusion_modules.parameters(), *model.english_gates.parameters()]:
         parameter.requires_grad_(is_trainable)
     if model.source_projection is not None:

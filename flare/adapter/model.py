@@ -25,6 +25,7 @@ from flare.adapter.citizen import PeftCitizen, expose_source_arguments
 from flare.adapter.config import FlareConfig
 from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
 from flare.adapter.generation import check_cached_decoding, uses_cache
+from flare.adapter.inputs import check_ids, check_mask, check_states, check_unmasked_ids, pad_token_id
 from flare.adapter.pairing import pack, partners, row_extent
 from flare.errors import FlareError
 
@@ -117,6 +118,7 @@ class FlareModel(PeftCitizen):
         self._side: _SourceSide | None = None
         # optional: serves forward()'s English states by memo (flare/adapter/english_cache.py)
         self.english_state_cache = None
+        self._warned: set[str] = set()  # warnings said once per model (inputs.py)
         for name, layer in self._lora.items():
             layer.lora_A[self.adapter_name].register_forward_hook(partial(self._fuse_hook, name))
         backbone.register_forward_pre_hook(self._step_hook, with_kwargs=True)
@@ -208,20 +210,26 @@ class FlareModel(PeftCitizen):
             return None
         if sum(x is not None for x in (ids, states, recorded)) > 1:
             raise FlareError("give one of source_input_ids, source_states and english_states")
-        if recorded is not None:
+        if ids is not None:
+            ids = check_ids(ids, self.backbone.get_input_embeddings())
+        elif states is not None:
+            states = check_states(states, self.source_projection)
+        else:
             recorded = self._check_recorded(recorded, extra)
         source = ids if ids is not None else states if states is not None else next(iter(recorded.values()))
+        if mask is not None:
+            mask = check_mask(mask, source)
+        elif ids is not None:
+            check_unmasked_ids(ids, pad_token_id(self.backbone), self._warned)
         past = kwargs.get("past_key_values")
         if not generating and past is not None and getattr(past, "get_seq_length", lambda: 0)() > 0:
             # a forward pairs its tokens as a whole sequence from position 0; generate() tracks steps
             raise FlareError("a source with a filled past_key_values cache: use generate(), or pass the whole sequence")
         target = kwargs.get("input_ids", args[0] if args else kwargs.get("inputs_embeds"))
+        if target is not None and not isinstance(target, torch.Tensor):
+            raise FlareError(f"input_ids must be a torch tensor, got a {type(target).__name__}")
         if target is not None and source.shape[0] != target.shape[0]:
             raise FlareError(f"source batch size {source.shape[0]} does not match target batch size {target.shape[0]}")
-        if mask is not None and tuple(mask.shape) != tuple(source.shape[:2]):
-            raise FlareError(
-                f"source_attention_mask shape {tuple(mask.shape)} does not match the source {tuple(source.shape[:2])}"
-            )
         if states is not None:
             if self.source_projection is None:
                 raise FlareError("source_states given, but the adapter has no source_dim; set FlareConfig.source_dim")

@@ -97,12 +97,18 @@ def _files(
         if isinstance(splits_value, list):
             splits = {lang: [str(s) for s in splits_value] for lang in languages}
         elif isinstance(splits_value, dict):
-            splits = {str(lang): [str(s) for s in v] for lang, v in splits_value.items()}
+            splits = {str(lang): _str_list(v, where, f"splits[{str(lang)[:40]!r}]") for lang, v in splits_value.items()}
         else:
             raise FlareError(f"{where}: with a 'files' pattern, 'splits' must list the splits")
         for lang, names in splits.items():
             for split in names:
-                files.setdefault(split, {})[lang] = beside_task_file(value.format(language=lang, split=split))
+                try:
+                    pattern = value.format(language=lang, split=split)
+                except (KeyError, IndexError, ValueError):
+                    raise FlareError(
+                        f"{where}: the 'files' pattern {value[:60]!r} may use only {{language}} and {{split}}"
+                    ) from None
+                files.setdefault(split, {})[lang] = beside_task_file(pattern)
     elif isinstance(value, dict):
         for split, per_lang in value.items():
             if not isinstance(per_lang, dict):
@@ -187,7 +193,10 @@ def task_from_dict(
     )
     if task_type == "qa" and bool(answer_text) != bool(answer_start):
         raise FlareError(f"{where}: give both answer_text_column and answer_start_column, or answers_column")
-    label_map = {str(k): str(v) for k, v in (spec.get("label_map") or {}).items()}
+    raw_map = spec.get("label_map") or {}
+    if not isinstance(raw_map, dict):
+        raise FlareError(f"{where}: 'label_map' must map raw label values to labels, got {type(raw_map).__name__}")
+    label_map = {str(k): str(v) for k, v in raw_map.items()}
     for raw, name in label_map.items():
         if name not in labels:
             raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")

@@ -195,6 +195,8 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         except csv.Error as error:
             raise FlareError(f"{path}: line {reader.line_num} is not valid {suffix[1:].upper()} ({error})") from None
         columns = list(reader.fieldnames or [])
+        if any("\0" in column for column in columns):  # also keeps _EXTRA free for csv's overflow
+            raise FlareError(f"{path}: the header holds a NUL character")
         repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
         if repeated is not None:  # DictReader would keep only the last of the two, silently
             raise FlareError(f"{path}: the header names column {_clip(repeated)} twice")

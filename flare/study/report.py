@@ -70,6 +70,9 @@ def _validate(record: Mapping[str, Any], where: str) -> None:
     missing = [key for key in REQUIRED if key not in record]
     if missing:
         raise FlareError(f"report: {where}: record lacks {', '.join(missing)}")
+    for key in ("run_id", "task", "method", "label", "language", "metric"):  # they key tables and dicts
+        if not isinstance(record[key], str) or not record[key]:
+            raise FlareError(f"report: {where}: {key} must be a non-empty string, got {str(record[key])[:60]!r}")
     score, seed = record["score"], record["seed"]
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
         raise FlareError(f"report: {where}: score must be a finite number, got {score!r}")
