@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast test-gpu lint quickstart clean
+.PHONY: test test-fast test-gpu test-lmeval lint quickstart clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,11 @@ test-fast: $(STAMP)
 # the CUDA tier (tests/gpu, marker gpu): skipped, not failed, where torch sees no GPU
 test-gpu: $(STAMP)
 	$(VENV)/bin/python -m pytest -q -m gpu
+
+# the lm-evaluation-harness backend's tests (tests/integrations skip them without the lmeval extra)
+test-lmeval: $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[lmeval]'
+	$(VENV)/bin/python -m pytest -q tests/integrations
 
 quickstart: $(STAMP)
 	$(VENV)/bin/python -m flare.study.quickstart
