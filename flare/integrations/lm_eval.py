@@ -73,7 +73,7 @@ class FlareLM(LM):
         self.max_length, self.max_gen_toks = int(max_length), int(max_gen_toks)
         self.batch_size = 8 if str(batch_size).startswith("auto") else int(batch_size)
         self.continuation_eos = _flag(continuation_eos)
-        self.placement = resolve_placement(device, dtype)
+        self.placement = resolve_placement(device or "auto", dtype or "auto")
         base = AutoModelForCausalLM.from_pretrained(pretrained, **self.placement.from_pretrained_kwargs())
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \

@@ -3,12 +3,13 @@ FLARE adapter and a small local task: lm-eval's per-document log-likelihoods are
 label-word scores, the English side comes from each document, and what would go wrong is refused."""
 
 import json
-from pathlib import Path
 
 import pytest
 import torch
 
 lm_eval = pytest.importorskip("lm_eval", reason="the lmeval extra is not installed (make test-lmeval)")
+
+from transformers import AutoModelForCausalLM  # noqa: E402
 
 from flare import FlareConfig, get_flare_model  # noqa: E402
 from flare.data.tasks import get_task  # noqa: E402
@@ -39,7 +40,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("lmeval")
     base = save_tiny_llama(root / "base")
     model = get_flare_model(
-        __import__("transformers").AutoModelForCausalLM.from_pretrained(base),
+        AutoModelForCausalLM.from_pretrained(base),
         FlareConfig(r=4, lora_alpha=8, fusion="add_relu", alignment="right"),
     )
     torch.manual_seed(3)
@@ -88,7 +89,7 @@ def test_simple_evaluate_gives_flare_xlts_own_label_word_scores(setup):
 
 
 def test_english_field_rolling_and_generation(setup):
-    root, base, _, pairs = setup
+    root, base, _, _ = setup
     lm = _lm(root, base, english_field="english")
     from lm_eval.api.instance import Instance
 
