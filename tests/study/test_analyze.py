@@ -46,8 +46,12 @@ def _rows(path: Path) -> list[dict]:
 
 
 def test_analysis_of_a_study_writes_tables_figures_and_the_cross_language_plot(study_folder, capsys):
-    _, study = study_folder
-    paths = analyze(study, min_pairs=4)
+    root, study = study_folder
+    assert main(["analyze", str(root / "study.yaml"), "--min_pairs", "4"]) == 0  # README: `flare analyze study.yaml`
+    folder = Path(study.output_dir) / "analysis"
+    paths = {"csv": folder / "alignment.csv", "markdown": folder / "alignment.md",
+             "png_de": folder / "alignment-de.png", "png_nl": folder / "alignment-nl.png",
+             "png_cross": folder / "alignment-vs-gain.png"}
     rows = _rows(paths["csv"])
     layers = 3  # embeddings + 2 layers
     assert len(rows) == 2 * 3 * layers
@@ -118,8 +122,12 @@ def test_bad_input_is_one_line_and_exit_2_before_any_work(study_folder, capsys, 
 def test_a_model_without_a_study_is_analysed_alone(study_folder, tmp_path):
     root, study = study_folder
     fresh = toy_study(root / "encoder", tmp_path / "new", task=study.task, languages=["de"])
-    paths = analyze(fresh, models=["base"], min_pairs=4, cross_language=False)
-    assert {r["model"] for r in _rows(paths["csv"])} == {"base"}
-    assert "png_cross" not in paths
+    (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_to_dict(fresh)), encoding="utf-8")
+    # README: `flare analyze study.yaml --languages [jav,sun] --models [base] --cross_language false`
+    assert main(["analyze", str(tmp_path / "study.yaml"), "--languages", "[de,nl]", "--models", "[base]",
+                 "--cross_language", "false", "--min_pairs", "4"]) == 0
+    folder = tmp_path / "new" / "analysis"
+    assert {(r["model"], r["language"]) for r in _rows(folder / "alignment.csv")} == {("base", "de"), ("base", "nl")}
+    assert not (folder / "alignment-vs-gain.png").exists() and (folder / "alignment-nl.png").is_file()
     with pytest.raises(Exception, match="holds no stage-1 model"):
         analyze(fresh, models=["flare"], min_pairs=4, cross_language=False)
