@@ -202,21 +202,18 @@ def predict(study, language: str, text: str, english: str | None = None, method:
 def analyze(study, models: list[Literal["base", "lora", "flare"]] | None = None, split: str = "test",
             min_pairs: int = 100, max_pairs: int = 0, fusion: str | None = None, seed: int | None = None,
             cross_language: bool = True) -> dict:
-    """Measure per layer and language how well the base (stage-1), LoRA and FLARE models of a study
-    align target sentences with their English translations (cosine similarity, nearest-neighbour
-    retrieval); writes analysis/alignment.csv, .md and .png files. Nothing is trained; saved results
-    are reused on a rerun.
+    """Measure per layer and language how well a study's base (stage-1), LoRA and FLARE models align
+    target sentences with their English translations (cosine, nearest-neighbour retrieval); writes
+    analysis/alignment.csv, .md and .png files. Nothing is trained; saved results are reused.
 
     Args:
-        models: which of base, lora (translate-train adapter) and flare (fused path) to analyse
-            (default: all; base alone needs no study runs, e.g. a model plus a task and languages).
+        models: which of base, lora and flare to analyse (default: all; base alone needs no runs).
         split: the split whose parallel pairs are read.
         min_pairs: refuse a language with fewer parallel pairs.
         max_pairs: read at most this many pairs per language (0: all).
         fusion: the FLARE run's fusion (default: the study's first).
         seed: the runs' seed (default: the study's first).
-        cross_language: also plot the base alignment against FLARE's margin over LoRA from
-            results.jsonl, with Spearman's rho (needs 2 or more languages).
+        cross_language: plot the base alignment against FLARE's margin over LoRA (results.jsonl).
     """
     from flare.study.analyze import analyze as run_analysis
 

@@ -58,8 +58,10 @@ class FlareLM(LM):
                  english_template: str | None = None, mt_model: str | None = None, language: str | None = None,
                  source_language: str = "en", translations_dir: str = "translations", max_length: int = 512,
                  batch_size: int | str = 8, max_gen_toks: int = 256, device: str = "auto", dtype: str = "auto",
-                 continuation_eos: bool | str = False, **_: Any) -> None:
+                 continuation_eos: bool | str = False, max_batch_size: Any = None, **unknown: Any) -> None:
         super().__init__()
+        if unknown:  # a misspelt model argument must not pass silently
+            raise FlareError(f"flare lm-eval model: unknown model argument(s) {', '.join(sorted(unknown))}")
         if (english_field is None) == (english_template is None):
             raise FlareError("flare lm-eval model: give english_field or english_template (exactly one)")
         if mt_model and not language:
@@ -113,7 +115,7 @@ class FlareLM(LM):
             first = self.tokenizer.bos_token_id if self.tokenizer.bos_token_id is not None else self.pad_id
             source = self._prompt(text, self.max_length)
             rows = []
-            for window in get_rolling_token_windows(tokens, first, self.max_length, self.max_length):
+            for window in get_rolling_token_windows(tokens, first, self.max_length, 1):
                 context, predicted = make_disjoint_window(window)
                 rows.append((context, predicted, source, 0))  # the English end pairs with the window's end
             out.append(sum(score for score, _ in self._score(rows)))
