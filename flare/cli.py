@@ -201,7 +201,7 @@ def predict(study, language: str, text: str, english: str | None = None, method:
 
 def analyze(study, models: list[Literal["base", "lora", "flare"]] | None = None, split: str = "test",
             min_pairs: int = 100, max_pairs: int = 0, fusion: str | None = None, seed: int | None = None,
-            cross_language: bool = True) -> dict:
+            cross_language: bool = True, results: str | None = None) -> dict:
     """Measure per layer and language how well a study's base (stage-1), LoRA and FLARE models align
     target sentences with their English translations (cosine, nearest-neighbour retrieval); writes
     analysis/alignment.csv, .md and .png files. Nothing is trained; saved results are reused.
@@ -214,10 +214,11 @@ def analyze(study, models: list[Literal["base", "lora", "flare"]] | None = None,
         fusion: the FLARE run's fusion (default: the study's first).
         seed: the runs' seed (default: the study's first).
         cross_language: plot the base alignment against FLARE's margin over LoRA (results.jsonl).
+        results: the results.jsonl of that margin (default: the study folder's).
     """
     from flare.study.analyze import analyze as run_analysis
 
-    paths = run_analysis(study, models, split, min_pairs, max_pairs, fusion, seed, cross_language)
+    paths = run_analysis(study, models, split, min_pairs, max_pairs, fusion, seed, cross_language, results)
     return {name: str(path) for name, path in paths.items()}
 
 

@@ -97,7 +97,10 @@ def _markdown(records: Sequence[Mapping[str, Any]], cross: dict[str, Any] | None
             f"| {statistics.fmean(x['retrieval_to_target'] for x in layers):.3f} | {best['layer']} ({best_value:.3f}) |"
         )
     if cross is not None:
+        base_models = sorted({str(r.get("base_model")) for r in records if r["model"] == "base"})
         lines += ["", "## Base alignment against FLARE's margin over LoRA", "",
+                  f"Base model: {', '.join(base_models)}; FLARE and translate-train LoRA scores (mean over seeds, "
+                  f"gold English sides) from {cross['source']}.", "",
                   "| language | base alignment (mean retrieval) | FLARE - LoRA (points) |", "|---|---:|---:|"]
         lines += [f"| {lang} | {a:.3f} | {m:+.2f} |" for lang, a, m in cross["rows"]]
         lines += ["", f"Spearman's rho = {cross['rho']:.3f}, p = {cross['p']:.3g} ({len(cross['rows'])} languages)."]
@@ -149,14 +152,15 @@ def _cross_plot(cross: dict[str, Any], path: Path) -> None:
 
 
 def write_analysis(records: Sequence[Mapping[str, Any]], folder: Path,
-                   margins: Mapping[str, float] | None) -> dict[str, Path]:
-    """Write the tables and figures; `margins` (language -> FLARE - LoRA) adds the cross-language ones."""
+                   margins: Mapping[str, float] | None, source: str | None = None) -> dict[str, Path]:
+    """Write the tables and figures; `margins` (language -> FLARE - LoRA, read from `source`) adds
+    the cross-language ones."""
     cross = None
     if margins is not None:
         base = {r["language"]: mean_retrieval(r["layers"]) for r in records if r["model"] == "base"}
         rows = [(lang, base[lang], margins[lang]) for lang in margins]
         rho, p = spearman([a for _, a, _ in rows], [m for _, _, m in rows])
-        cross = {"rows": rows, "rho": rho, "p": p}
+        cross = {"rows": rows, "rho": rho, "p": p, "source": source}
     paths = {"csv": folder / "alignment.csv", "markdown": folder / "alignment.md"}
     write_atomically(paths["csv"], _csv(records))
     write_atomically(paths["markdown"], _markdown(records, cross))

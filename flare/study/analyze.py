@@ -79,8 +79,10 @@ def _part_path(out: Path, model: str, language: str) -> Path:
 
 def analyze(study: Study, models: list[str] | None = None, split: str = "test", min_pairs: int = 100,
             max_pairs: int = 0, fusion: str | None = None, seed: int | None = None,
-            cross_language: bool = True) -> dict[str, Path]:
-    """Measure, save and report the alignment of every (model, language); returns the written paths."""
+            cross_language: bool = True, results: str | None = None) -> dict[str, Path]:
+    """Measure, save and report the alignment of every (model, language); returns the written paths.
+    `results`: the results.jsonl whose FLARE and LoRA scores the cross-language plot reads (default:
+    the study folder's)."""
     study = study.validate()
     task = get_task(study.task)
     models = list(dict.fromkeys(models or MODEL_NAMES))
@@ -107,7 +109,8 @@ def analyze(study: Study, models: list[str] | None = None, split: str = "test", 
         if "base" not in models:
             raise FlareError("analyze: the cross-language plot reads the base model's alignment; add base to --models")
         extras.check("scipy")
-        margins = flare_margins(out / "results.jsonl", task.name, languages, fusion)  # refuses missing records
+        results = str(Path(results) if results else out / "results.jsonl")
+        margins = flare_margins(Path(results), task.name, languages, fusion)  # refuses missing records
     plan: list[tuple[str, AnalysisModel]] = []
     for language in languages:
         for model in analysis_models(study, models, fusion, seed, language):
@@ -143,7 +146,7 @@ def analyze(study: Study, models: list[str] | None = None, split: str = "test", 
         write_atomically(_part_path(out, model.name, language), json.dumps(record, indent=1))
         del network, backbone
     records = [_read_part(_part_path(out, m.name, lang)) for lang, m in plan]
-    return write_analysis(records, out / "analysis", margins if cross_language else None)
+    return write_analysis(records, out / "analysis", margins if cross_language else None, results)
 
 
 def _read_part(path: Path) -> dict[str, Any]:

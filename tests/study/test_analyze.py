@@ -106,6 +106,7 @@ def test_analysis_of_a_study_writes_tables_figures_and_the_cross_language_plot(s
     (["--min_pairs", "5"], "fewer than min_pairs 5"),
     (["--fusion", "mul", "--min_pairs", "4"], "lacks FLARE (mul)"),
     (["--models", "[nope]"], "nope"),
+    (["--results", "elsewhere/results.jsonl"], "elsewhere/results.jsonl is missing"),
 ])
 def test_bad_input_is_one_line_and_exit_2_before_any_work(study_folder, capsys, args, message):
     root, study = study_folder
