@@ -116,3 +116,22 @@ def test_a_document_without_english_and_the_request_cache_are_refused_in_one_lin
         _evaluate(root, lm, use_cache=str(tmp_path / "cache"))
     with pytest.raises(FlareError, match="exactly one"):
         _lm(root, base)
+
+
+def test_a_document_without_english_is_translated_with_the_cached_mt_model(setup, tmp_path_factory):
+    from lm_eval.api.instance import Instance
+
+    from _tiny_mt import shared_tiny_nllb
+    from flare.mt.translate import translate_columns
+
+    root, base, _, _ = setup
+    mt = shared_tiny_nllb(tmp_path_factory)
+    cache = root / "translations"
+    lm = _lm(root, base, english_field="english", mt_model=str(mt), language="jav", translations_dir=str(cache))
+    context = "Review: Das Essen war wunderbar.\nSentiment:"
+    [(translated_score, _)] = lm.loglikelihood([Instance("loglikelihood", {}, (context, " good"), 0)])
+    [[english]] = translate_columns([[context]], src_lang="jav", tgt_lang="en", mt_model=str(mt), cache_dir=cache)
+    [(given_score, _)] = lm.loglikelihood([Instance("loglikelihood", {"english": english}, (context, " good"), 0)])
+    assert translated_score == pytest.approx(given_score, abs=1e-6)
+    with pytest.raises(FlareError, match="mt_model needs language"):
+        _lm(root, base, english_field="english", mt_model=str(mt))
