@@ -76,7 +76,11 @@ class FlareLM(LM):
         self.batch_size = 8 if str(batch_size).startswith("auto") else int(batch_size)
         self.continuation_eos = _flag(continuation_eos)
         self.placement = resolve_placement(device or "auto", dtype or "auto")
-        base = AutoModelForCausalLM.from_pretrained(pretrained, **self.placement.from_pretrained_kwargs())
+        try:
+            base = AutoModelForCausalLM.from_pretrained(pretrained, **self.placement.from_pretrained_kwargs())
+        except (OSError, ValueError) as error:  # not a folder or id, or not a decoder-only model
+            raise FlareError(f"flare lm-eval model: cannot load {pretrained} as a causal LM "
+                             f"({' '.join(str(error).split())[:200]})") from None
         self.tokenizer = AutoTokenizer.from_pretrained(pretrained)
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None \
             else self.tokenizer.eos_token_id
