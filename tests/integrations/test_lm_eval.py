@@ -116,6 +116,10 @@ def test_a_document_without_english_and_the_request_cache_are_refused_in_one_lin
         _evaluate(root, lm, use_cache=str(tmp_path / "cache"))
     with pytest.raises(FlareError, match="exactly one"):
         _lm(root, base)
+    with pytest.raises(FlareError, match=r"cannot load .* as a causal LM"):
+        _lm(root, tmp_path / "no-model", english_field="text_en")
+    with pytest.raises(FlareError, match=r"unknown model argument.*englsh_field"):
+        _lm(root, base, english_field="text_en", englsh_field="x")
 
 
 def test_a_document_without_english_is_translated_with_the_cached_mt_model(setup, tmp_path_factory):
