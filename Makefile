@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: test test-fast test-gpu lint quickstart fuzz clean
+.PHONY: test test-fast test-gpu test-lmeval lint quickstart fuzz clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ fuzz: $(STAMP)
 	rm -f $(FUZZ_REPORT)
 	FLARE_FUZZ_EXAMPLES=$(FUZZ_CASES) FLARE_FUZZ_SEED=$(FUZZ_SEED) FLARE_FUZZ_REPORT=$(FUZZ_REPORT) \
 		$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/fuzz
+
+# the lm-evaluation-harness backend's tests (tests/integrations skip them without the lmeval extra)
+test-lmeval: $(STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[lmeval]'
+	$(VENV)/bin/python -m pytest -q tests/integrations
 
 quickstart: $(STAMP)
 	$(VENV)/bin/python -m flare.study.quickstart

@@ -238,6 +238,29 @@ def predict(study, text: str, language: str | None = None, english: str | None =
     return labels
 
 
+def analyze(study, models: list[Literal["base", "lora", "flare"]] | None = None, split: str = "test",
+            min_pairs: int = 100, max_pairs: int = 0, fusion: str | None = None, seed: int | None = None,
+            cross_language: bool = True, results: str | None = None) -> dict:
+    """Measure per layer and language how well a study's base (stage-1), LoRA and FLARE models align
+    target sentences with their English translations (cosine, nearest-neighbour retrieval); writes
+    analysis/alignment.csv, .md and .png files. Nothing is trained; saved results are reused.
+
+    Args:
+        models: which of base, lora and flare to analyse (default: all; base alone needs no runs).
+        split: the split whose parallel pairs are read.
+        min_pairs: refuse a language with fewer parallel pairs.
+        max_pairs: read at most this many pairs per language (0: all).
+        fusion: the FLARE run's fusion (default: the study's first).
+        seed: the runs' seed (default: the study's first).
+        cross_language: plot the base alignment against FLARE's margin over LoRA (results.jsonl).
+        results: the results.jsonl of that margin (default: the study folder's).
+    """
+    from flare.study.analyze import analyze as run_analysis
+
+    paths = run_analysis(study, models, split, min_pairs, max_pairs, fusion, seed, cross_language, results)
+    return {name: str(path) for name, path in paths.items()}
+
+
 def _lines(value: str) -> list[str]:
     """One input, or the non-empty lines of a file (UTF-8, a byte-order mark dropped). A value that
     names no file but looks like a path (a folder part, or a text-file suffix) is refused: labelling
@@ -256,9 +279,9 @@ def _lines(value: str) -> list[str]:
 
 COMMANDS = {
     "compare": compare, "train": train, "evaluate": evaluate,
-    "translate": translate, "report": report, "predict": predict, "download": download,
+    "translate": translate, "report": report, "predict": predict, "download": download, "analyze": analyze,
 }
-STUDY_COMMANDS = {"compare", "train", "evaluate", "predict"}
+STUDY_COMMANDS = {"compare", "train", "evaluate", "predict", "analyze"}
 SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/seed of their own
 # a study's lists of runs: hidden from the help of the single-run commands, which take their own
 RUN_LISTS = ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english")

@@ -19,6 +19,8 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "bitsandbytes": ("quant", "load_in_4bit"),
     "tensorboard": ("tracking", "TensorBoard logging"),
     "sacrebleu": ("mt", "BLEU/chrF of translations"),
+    "scipy": ("analysis", "Spearman's rho in flare analyze's cross-language plot"),
+    "lm_eval": ("lmeval", "the lm-evaluation-harness backend"),
     "evaluate": ("metrics", "a metric from the Hugging Face evaluate library (metric: evaluate:...)"),
 }
 

@@ -114,7 +114,7 @@ def test_the_adapter_core_imports_with_torch_and_peft_alone():
 
 
 # docs/architecture.md: imports only point down this list (a package may import itself)
-LAYERS = ("flare.adapter", "flare.data", "flare.hf", "flare.mt", "flare.study", "flare.cli")
+LAYERS = ("flare.adapter", "flare.data", "flare.hf", "flare.mt", "flare.study", "flare.integrations", "flare.cli")
 SHARED = ("flare.errors", "flare.files", "flare.extras", "flare.setting_types", "flare")
 
 
