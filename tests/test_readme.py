@@ -245,6 +245,30 @@ def run_english_state_cache(text, tmp_path, monkeypatch):
     assert scope["trainer"].state.global_step == 2 and scope["model"].english_state_cache is not None
 
 
+def run_analyze_commands(text, tmp_path, monkeypatch):
+    run_command_line(text, tmp_path, monkeypatch, commands=("analyze",))
+
+
+def run_lm_eval_export(text, tmp_path, monkeypatch):
+    from conftest import DATA_DIR
+
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"the export reads NusaX: datasets not found at {DATA_DIR}")
+    monkeypatch.setenv("FLARE_DATA_DIR", str(DATA_DIR))
+    monkeypatch.chdir(tmp_path)
+    exec(text, {})
+    assert len((tmp_path / "nusax_test.jsonl").read_text(encoding="utf-8").splitlines()) == 400
+
+
+def run_lm_eval_command(text, tmp_path, monkeypatch):
+    """Run as written, on a tiny model, by tests/integrations/test_lm_eval_recipe.py, which needs the
+    lmeval extra (`make test-lmeval`); here: that test reads this very block."""
+    recipe = (ROOT / "tests" / "integrations" / "test_lm_eval_recipe.py").read_text()
+    assert 'split("## lm-evaluation-harness", 1)' in recipe and "```bash" in recipe
+    assert "## lm-evaluation-harness" in README.split(text, 1)[0]
+    pytest.importorskip("lm_eval", reason="the lmeval extra is not installed (make test-lmeval runs this block)")
+
+
 RUNNERS: dict[str, Callable] = {
     "pip install ./flare-xlt": run_install,
     "flare.task_from_dict": run_first_run,
@@ -262,6 +286,9 @@ RUNNERS: dict[str, Callable] = {
     "accelerate launch --config_file examples/accelerate/fsdp2.yaml": run_accelerate_launch,
     "states = model.english_states(english_ids, english_mask)": run_english_states,
     "model.english_state_cache = flare.EnglishStateCache(": run_english_state_cache,
+    "flare analyze study.yaml --languages [jav,sun] --models [base]": run_analyze_commands,
+    'pairs = get_task("nusax").load_pairs("test", "jav"': run_lm_eval_export,
+    "python -m flare.integrations.lm_eval --model flare": run_lm_eval_command,
 }
 
 
