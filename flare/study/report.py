@@ -247,17 +247,20 @@ def _markdown(records: Sequence[Mapping[str, Any]], summaries: Mapping[str, Task
     return "\n".join(lines)
 
 
+def _difference_cells(records: Sequence[Mapping[str, Any]], label: str, baseline: str, s: TaskSummary) -> str:
+    """The "Δ avg | 95% CI | n" cells of `label` minus `baseline`, or the reason there are none."""
+    try:
+        d = paired_difference(records, label, baseline, s.task)
+    except FlareError as error:  # e.g. no shared complete seed: say so in the report
+        return f"– | – | {error}"
+    ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
+    return f"{d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s"
+
+
 def _difference_table(records: Sequence[Mapping[str, Any]], s: TaskSummary, baseline: str) -> list[str]:
     """Every other method minus `baseline`, with its 95% CI, as markdown lines."""
-    diffs = []
-    for label in (row for row in s.labels if row != baseline):
-        try:
-            d = paired_difference(records, label, baseline, s.task)
-        except FlareError as error:  # e.g. no shared complete seed: say so in the report
-            diffs.append(f"| {label} | – | – | {error} |")
-            continue
-        ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
-        diffs.append(f"| {label} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
+    diffs = [f"| {label} | {_difference_cells(records, label, baseline, s)} |"
+             for label in s.labels if label != baseline]
     if not diffs:
         return []
     intro = (f"Paired difference vs {baseline} (avg, runs paired by language and seed; "
@@ -273,15 +276,8 @@ def _joint_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> list[s
     pairs = {(r["label"], label_of[per_language]) for r in records if keys[r["run_id"]] == s.task
              and r.get("joint") and not r.get("held_out")
              and (per_language := r["run_id"].replace("/joint/", "/", 1)) in label_of}
-    rows = []
-    for joint, per_language in sorted(pairs, key=lambda pair: s.labels.index(pair[0])):
-        try:
-            d = paired_difference(records, joint, per_language, s.task)
-        except FlareError as error:
-            rows.append(f"| {joint} | {per_language} | – | – | {error} |")
-            continue
-        ci = "–" if d["ci95"] is None else f"[{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]"
-        rows.append(f"| {joint} | {per_language} | {d['mean']:+.1f} | {ci} | {d['n']} {d['unit']}s |")
+    rows = [f"| {joint} | {per_language} | {_difference_cells(records, joint, per_language, s)} |"
+            for joint, per_language in sorted(pairs, key=lambda pair: s.labels.index(pair[0]))]
     if not rows:
         return []
     return ["", "One joint adapter minus one adapter per language (avg, paired by language and seed; "
