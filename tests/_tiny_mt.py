@@ -11,7 +11,7 @@ import csv
 import json
 from pathlib import Path
 
-from flare.data.locations import BUNDLED_DATA_DIR
+from flare.data.locations import BUNDLED_DATA_DIR, expected_data_dir
 from flare.mt.languages import LANGUAGES
 
 # Every FLORES code of the project table, plus one the table does not use (for override tests).
@@ -119,6 +119,5 @@ def shared_tiny_nllb(tmp_path_factory, data_dir: Path | None = None) -> Path:
 
 def available_data_dir() -> Path | None:
     """The shared datasets folder when present (tests fall back to built-in sentences otherwise)."""
-    from conftest import DATA_DIR
-
-    return DATA_DIR if DATA_DIR.is_dir() else None
+    folder = expected_data_dir()  # as tests/conftest.py finds it (flare/data/locations.py)
+    return folder if folder is not None and folder.is_dir() else None

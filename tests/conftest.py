@@ -6,10 +6,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from flare.data.locations import HOW_TO_SET, checkout_data_dir, default_data_dir
+from flare.data.locations import HOW_TO_SET, expected_data_dir
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DATA_DIR = default_data_dir() or checkout_data_dir() or REPO_ROOT.parent / "shared" / "data"
+DATA_DIR = expected_data_dir() or REPO_ROOT.parent / "shared" / "data"
 
 # Two cores on CI: more threads than cores only adds contention.
 torch.set_num_threads(min(2, torch.get_num_threads()))

@@ -250,11 +250,12 @@ def run_analyze_commands(text, tmp_path, monkeypatch):
 
 
 def run_lm_eval_export(text, tmp_path, monkeypatch):
-    from conftest import DATA_DIR
+    from flare.data.locations import expected_data_dir
 
-    if not DATA_DIR.is_dir():
-        pytest.skip(f"the export reads NusaX: datasets not found at {DATA_DIR}")
-    monkeypatch.setenv("FLARE_DATA_DIR", str(DATA_DIR))
+    folder = expected_data_dir()
+    if folder is None or not folder.is_dir():
+        pytest.skip(f"the export reads NusaX: datasets not found at {folder}")
+    monkeypatch.setenv("FLARE_DATA_DIR", str(folder))
     monkeypatch.chdir(tmp_path)
     exec(text, {})
     assert len((tmp_path / "nusax_test.jsonl").read_text(encoding="utf-8").splitlines()) == 400

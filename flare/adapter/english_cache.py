@@ -66,6 +66,8 @@ def backbone_fingerprint(model) -> str:
     for name, tensor in backbone.state_dict().items():
         if any(part in name for part in _ADAPTER_PARTS):
             continue
+        if hasattr(tensor, "full_tensor"):  # an FSDP2 shard (DTensor): every process hashes the whole weight
+            tensor = tensor.full_tensor()
         data = tensor.detach().cpu().contiguous()
         digest.update(f"{name}:{data.dtype}:{tuple(data.shape)}".encode())
         digest.update(data.reshape(-1).view(torch.uint8).numpy().data)

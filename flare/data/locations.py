@@ -43,3 +43,9 @@ def default_data_dir(package_dir: Path = PACKAGE_DIR) -> Path | None:
         return Path(configured)
     beside = checkout_data_dir(package_dir)
     return beside if beside is not None and beside.is_dir() else None
+
+
+def expected_data_dir(package_dir: Path = PACKAGE_DIR) -> Path | None:
+    """The datasets folder as `default_data_dir` finds it, else where a checkout expects it
+    (`../shared/data`, absent): what the tests read, or name when they skip."""
+    return default_data_dir(package_dir) or checkout_data_dir(package_dir)

@@ -12,6 +12,7 @@ from flare.adapter.english_cache import EnglishStateCache
 from flare.errors import FlareError
 from flare.hf.formats import PairFormatter
 from flare.study.settings import DataSettings
+from flare.study.sharding import requested_sharding
 
 MIB = 1 << 20
 
@@ -32,11 +33,16 @@ def english_state_bytes(model, formatter: PairFormatter, items: list) -> tuple[i
 
 
 def attach_english_cache(model, formatter: PairFormatter, items: list, data: DataSettings, rows: int,
-                         spill_dir: Path) -> EnglishStateCache:
+                         spill_dir: Path) -> EnglishStateCache | None:
     """Give a FLARE model its English-state cache for one run. Every English pass then runs in one
     canonical layout (`rows` rows of the formatter's length), cached or not, so `english_cache`
     never changes a result. States that fit neither budget are recomputed with a one-line note;
-    with english_cache "on" that is refused instead, before the run trains."""
+    with english_cache "on" that is refused instead, before the run trains. Under FSDP2 sharding
+    there is no cache (None): the English pass runs per batch inside the sharded forward."""
+    if requested_sharding() is not None:  # FSDP2: the English pass must run inside the sharded root's forward
+        if data.english_cache == "on":
+            raise FlareError("data.english_cache: 'on' cannot be honoured under FSDP2 sharding; use auto or off")
+        return None
     ram, disk = data.english_cache_ram_mib * MIB, data.english_cache_disk_mib * MIB
     memoize = data.english_cache != "off"
     if memoize:
@@ -48,6 +54,8 @@ def attach_english_cache(model, formatter: PairFormatter, items: list, data: Dat
                 raise FlareError(f"data.english_cache: {message}; raise them, or set english_cache: auto")
             print(f"    note: {message}: the English pass runs in every epoch", flush=True)
             memoize = False
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        spill_dir = spill_dir / f"rank{torch.distributed.get_rank()}"  # each process caches its own share
     cache = EnglishStateCache(formatter.max_length, rows, ram, disk, spill_dir, memoize)
     model.english_state_cache = cache
     return cache
