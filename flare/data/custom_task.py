@@ -148,7 +148,7 @@ def task_from_dict(
     Relative files are found from `folder`."""
     if not isinstance(spec, dict):
         raise FlareError(f"{where}: a task must be a mapping of task keys, got {type(spec).__name__}")
-    path = Path(folder) / "task.yaml"  # files, scripts and metrics are found beside it
+    folder = Path(folder)  # relative files, metric scripts and modules are found here
     unknown = sorted(set(spec) - _KEYS)
     if unknown:
         raise FlareError(f"{where}: unknown key(s) {', '.join(unknown)}")
@@ -200,11 +200,11 @@ def task_from_dict(
     for raw, name in label_map.items():
         if name not in labels:
             raise FlareError(f"{where}: label_map sends {raw!r} to unknown label {name!r}")
-    dataset = _dataset(spec["dataset"], path.parent, where) if "dataset" in spec else None
+    dataset = _dataset(spec["dataset"], folder, where) if "dataset" in spec else None
     # with a dataset, the pattern only lays out which splits exist per language
     if "files" in spec or dataset is not None:
         pattern = spec.get("files", "{language}/{split}")
-        files, splits = _files(pattern, spec.get("splits"), languages, path.parent, where)
+        files, splits = _files(pattern, spec.get("splits"), languages, folder, where)
     else:  # described in Python: no split to read
         files, splits = {}, {language: [] for language in languages}
     if dataset is not None:
@@ -215,10 +215,10 @@ def task_from_dict(
     if not metric.startswith("evaluate:") and ("metric_args" in spec or "metric_scale" in spec):
         raise FlareError(f"{where}: metric_args and metric_scale apply only to 'evaluate:' metrics")
     if metric.startswith("evaluate:"):  # a Hugging Face `evaluate` metric, loaded and tried now
-        metric_function = _evaluate_metric(metric, spec, path.parent, where, task_type, len(labels))
+        metric_function = _evaluate_metric(metric, spec, folder, where, task_type, len(labels))
         metrics = [*metrics, metric]
     elif ":" in metric:  # a Python callable: "module:function" or "file.py:function" beside the YAML
-        metric_function = _metric_callable(metric, path.parent, where)
+        metric_function = _metric_callable(metric, folder, where)
         metrics = [*metrics, metric]
     if metric not in metrics:
         raise FlareError(
