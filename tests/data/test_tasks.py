@@ -9,6 +9,7 @@ from flare.data.tasks import get_task
 from flare.errors import FlareError
 from flare.hf.formats import PairFormatter
 from flare.hf.metrics import compute_metrics
+from tiny_tokenizers import decoder_tokenizer  # tiny tokenizer built from a word list
 
 EXAMPLE_YAML = Path(__file__).resolve().parents[2] / "examples" / "tasks" / "toy_sentiment.yaml"
 
@@ -55,8 +56,6 @@ def test_example_yaml_task_end_to_end():
     pairs = test_pairs[:4]
     assert len(test_pairs) == 8 and all(p.kind == "gold" and p.source.id == p.target.id for p in pairs)
     assert pairs[1].target.fields["text"].startswith("Der Zug")
-
-    from test_formats import decoder_tokenizer  # tiny tokenizer built from a word list
 
     tok = decoder_tokenizer(
         [ex.fields["text"] for p in pairs for ex in (p.source, p.target)] + ["Review:", "Sentiment:", "bad", "good"]
