@@ -18,12 +18,18 @@ States live in RAM up to `ram_bytes`; past that, in safetensors shards under `sp
 memory-mapped; past `disk_bytes` too, they are recomputed (in the same layout) each time.
 Keys: the example's English tokens (with its mask and further source_* inputs) and a fingerprint
 of the frozen backbone's weights, the recorded modules, source_position and the layout.
+
+One cache may serve several models in turn (a study's runs share a stage-1 backbone and, on a
+parallel dataset, the same English sentences): a model whose fingerprint equals the one served
+before reuses the states; a model with another fingerprint empties the cache first. So an English
+sentence's pass runs once per study, not once per run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -98,7 +104,7 @@ class EnglishStateCache:
         self.memoize = memoize
         self.stats = CacheStats()
         self._fingerprint: str | None = None
-        self._model_id = 0
+        self._served: weakref.ref | None = None  # the model served last (a weak reference: ids are reused)
         self._groups: list[list[str]] | None = None  # fused modules that share one recorded tensor
         self._ram: dict[str, tuple[torch.Tensor, ...]] = {}
         self._pending: dict[str, tuple[torch.Tensor, ...]] = {}  # spilled, not yet written
@@ -117,11 +123,8 @@ class EnglishStateCache:
             return None  # padding states would fuse: they depend on the batch's padding
         if any(not isinstance(v, torch.Tensor) or tuple(v.shape) != tuple(ids.shape) for v in extra.values()):
             return None
-        if self._fingerprint is None:
-            self._fingerprint, self._model_id = backbone_fingerprint(model), id(model)
-            self._open_spilled()
-        elif id(model) != self._model_id:
-            raise FlareError("an EnglishStateCache serves the one model it first served; give each model its own")
+        if self._served is None or self._served() is not model:
+            self.serve(model)
         mask = torch.ones_like(ids) if mask is None else mask
         cpu_ids, cpu_mask = ids.detach().cpu(), mask.detach().cpu()
         cpu_extra = {k: v.detach().cpu() for k, v in sorted(extra.items())}
@@ -139,6 +142,21 @@ class EnglishStateCache:
         self.stats.hits += len(rows) - len(missing)
         self.stats.computed += len(missing)
         return self._assemble(rows, found, ids.shape[1], ids.device)
+
+    def serve(self, model) -> None:
+        """Serve `model` from now on: its states are reused where its fingerprint equals the
+        previous model's (the same frozen backbone and fusion settings); otherwise the cache is
+        emptied first, and spilled shards of the new fingerprint (a resumed process) are opened."""
+        fingerprint = backbone_fingerprint(model)
+        if fingerprint != self._fingerprint:
+            self._forget()
+            self._fingerprint = fingerprint
+            self._open_spilled()
+        self._served = weakref.ref(model)
+
+    def _forget(self) -> None:
+        self._groups, self._ram, self._pending, self._pending_bytes, self._on_disk = None, {}, {}, 0, {}
+        self.stats.ram_bytes = self.stats.disk_bytes = 0
 
     def _row(self, ids, mask, extra, i: int) -> _Row | None:
         real = mask[i].nonzero().flatten()

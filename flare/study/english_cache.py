@@ -4,6 +4,7 @@ budgets, and the cache its model then uses in training, validation and test pass
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
@@ -33,12 +34,15 @@ def english_state_bytes(model, formatter: PairFormatter, items: list) -> tuple[i
 
 
 def attach_english_cache(model, formatter: PairFormatter, items: list, data: DataSettings, rows: int,
-                         spill_dir: Path) -> EnglishStateCache | None:
+                         spill_dir: Path, shared: EnglishStateCache | None = None) -> EnglishStateCache | None:
     """Give a FLARE model its English-state cache for one run. Every English pass then runs in one
     canonical layout (`rows` rows of the formatter's length), cached or not, so `english_cache`
-    never changes a result. States that fit neither budget are recomputed with a one-line note;
-    with english_cache "on" that is refused instead, before the run trains. Under FSDP2 sharding
-    there is no cache (None): the English pass runs per batch inside the sharded forward."""
+    never changes a result. `shared` is the cache of the study's earlier runs: its states are
+    reused where they fit the budgets beside this run's (same backbone, same English sentences:
+    NusaX and XNLI are parallel, so every run of a study reads the same English). States that fit
+    neither budget are recomputed with a one-line note; with english_cache "on" that is refused
+    instead, before the run trains. Under FSDP2 sharding there is no cache (None): the English pass
+    runs per batch inside the sharded forward."""
     if requested_sharding() is not None:  # FSDP2: the English pass must run inside the sharded root's forward
         if data.english_cache == "on":
             raise FlareError("data.english_cache: 'on' cannot be honoured under FSDP2 sharding; use auto or off")
@@ -54,8 +58,14 @@ def attach_english_cache(model, formatter: PairFormatter, items: list, data: Dat
                 raise FlareError(f"data.english_cache: {message}; raise them, or set english_cache: auto")
             print(f"    note: {message}: the English pass runs in every epoch", flush=True)
             memoize = False
+        elif shared is not None and shared.memoize and (shared.length, shared.rows) == (formatter.max_length, rows) \
+                and shared.stats.ram_bytes + shared.stats.disk_bytes + needed <= ram + disk:
+            model.english_state_cache = shared  # serve() checks the backbone's fingerprint before any reuse
+            return shared
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         spill_dir = spill_dir / f"rank{torch.distributed.get_rank()}"  # each process caches its own share
+    if shared is not None:  # the earlier runs' states are dropped, their spilled shards too
+        shutil.rmtree(spill_dir, ignore_errors=True)
     cache = EnglishStateCache(formatter.max_length, rows, ram, disk, spill_dir, memoize)
     model.english_state_cache = cache
     return cache

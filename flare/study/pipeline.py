@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from flare.adapter import load_flare_model
+from flare.adapter import EnglishStateCache, load_flare_model
 from flare.data.examples import LoadStats, Pair
 from flare.data.task_spec import Task
 from flare.data.tasks import get_task
@@ -77,6 +77,8 @@ class Pipeline:
         self.format = FormatSettings(max_length=study.data.max_length)
         self.results_path = self.out / "results.jsonl"
         self.data = StudyData(study, self.task, self.out)
+        # FLARE's English states, shared by the study's runs in this process (flare/study/english_cache.py)
+        self.english_cache: EnglishStateCache | None = None
 
     # ----------------------------------------------------------------- stages
 
@@ -103,6 +105,16 @@ class Pipeline:
         summary = {**{k: v for k, v in result.__dict__.items() if k != "step_losses"}, "english_test": test_metrics}
         write_atomically(self.out / "stage1" / "summary.json", json.dumps(summary, indent=2, default=str))
         return model_dir
+
+    @property
+    def english_cache_dir(self) -> Path:
+        """Where English states past the memory budget are spilled; kept while runs are left
+        (an interrupted study resumes with them) and removed when the command ends."""
+        return self.out / "english_cache"
+
+    def _forget_english_cache(self) -> None:
+        self.english_cache = None
+        shutil.rmtree(self.english_cache_dir, ignore_errors=True)
 
     def _score(self, model, formatter: PairFormatter, items: list, batch_size: int, extra=None) -> float:
         """The model-selection score on validation items."""
@@ -143,7 +155,6 @@ class Pipeline:
             if method.mt_states:
                 extra, source_dim = self.data.mt_inputs(items + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
-        spill = run_dir / "english_cache"
         training = adapter is None and method.trains
         if adapter is not None:
             model = saved_model(run.method, load_flare_model(backbone, adapter), adapter)
@@ -153,9 +164,13 @@ class Pipeline:
                 self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
             )
             model = training_model(run.method, adapt(backbone, adapter), self.study, self.task, run.seed)
+        cache = None
         if method.fused and view == "flare":  # FLARE's English pass once per example (data.english_cache)
-            attach_english_cache(model, formatter, items + valid + test, self.study.data,
-                                 self.study.stage2.batch_size, spill)
+            cache = attach_english_cache(model, formatter, items + valid + test, self.study.data,
+                                         self.study.stage2.batch_size, self.english_cache_dir, self.english_cache)
+            if cache is not None and cache.memoize:
+                self.english_cache = cache
+            passes_before = (cache.stats.computed, cache.stats.hits) if cache is not None else (0, 0)
         if training:
             reads = formatter if method.train_view is None else PairFormatter(
                 self.task, tokenizer, family, method.train_view, self.format)  # mid-align: both sides in training
@@ -176,9 +191,11 @@ class Pipeline:
             model.save_pretrained(run_dir / "adapter", languages=languages)  # the card lists them
             write_atomically(trained, json.dumps(summary))
         predictions = predict_items(model, formatter, test, self.study.stage2.eval_batch_size, extra)
-        if method.fused and view == "flare":
+        if cache is not None:
             model.english_state_cache = None
-            shutil.rmtree(spill, ignore_errors=True)  # spilled states serve only this run's resumption
+            # rows whose English pass ran in this run, and rows served from earlier passes (this run's or the study's)
+            summary["english_passes"] = {"computed": cache.stats.computed - passes_before[0],
+                                         "reused": cache.stats.hits - passes_before[1]}
         metrics = score(self.task, predictions, test, formatter.view)
         if self.task.type == "classification":
             summary["predicted_classes"] = len(set(predictions.values()))
@@ -222,6 +239,7 @@ class Pipeline:
             if _main_process():
                 record_settings(self.study, self.placement.describe())
             result = self.run(run, self.stage1(), adapter, test_pairs)
+            self._forget_english_cache()
             if test_file is not None:
                 result["test_file"] = str(test_file)
             if record and _main_process():
@@ -274,6 +292,7 @@ class Pipeline:
                           "test example (a collapsed model; try another learning rate or more epochs)", flush=True)
                 checkpoint = run.folder(self.out) / "checkpoint"
                 shutil.rmtree(checkpoint, ignore_errors=True)  # recorded: the resume state is no longer needed
+            self._forget_english_cache()
         if self.results_path.is_file() and _main_process():
             paths = report(self.results_path, self.out)
             print(f"\n{paths['markdown'].read_text(encoding='utf-8').rstrip()}\n", flush=True)

@@ -120,9 +120,11 @@ class DataSettings:
             recomputes them with a one-line note; "on" is the same but refuses, in one line, a run
             whose states do not fit; "off" recomputes them in every pass. Results are the same
             bit for bit in all three (README, "Computing the English side once").
-        english_cache_ram_mib: memory the cached English states of one run may take (MiB).
+        english_cache_ram_mib: memory the cached English states may take (MiB); the runs of one
+            command share them (the same backbone and English sentences: once per study).
         english_cache_disk_mib: past the memory budget, disk the states may take (MiB), in
-            safetensors files under the run folder read memory-mapped (`english_cache/`).
+            safetensors files under the study folder read memory-mapped (`english_cache/`, removed
+            when the command ends; an interrupted study resumes with them).
     """
 
     data_dir: str | None = None

@@ -148,3 +148,23 @@ def test_fuse_layers_fuses_the_named_layers_and_the_english_pass_stops_after_the
     assert not ran  # layer 1 never runs on the English side
     with pytest.raises(FlareError, match=r"fuse_layers \[2\]: LlamaForCausalLM has 2 layers \(0-1\)"):
         _model("llama", fuse_layers=[1, 2])
+
+
+def test_one_cache_serves_models_in_turn_reusing_states_only_for_the_same_backbone():
+    """A study's runs are new models on one frozen backbone: the same fingerprint reuses the states
+    (bit for bit what a fresh pass gives); a model with other frozen weights empties the cache."""
+    ids, mask = tiny.batch(3, 6, seed=1, pad_left=1)
+    cache = EnglishStateCache(length=6, rows=3, ram_bytes=1 << 20)
+    first = _model("llama")
+    served = cache.states(first, ids, mask, {})
+    twin = _model("llama")  # the same seed: the same frozen weights, another adapter
+    assert cache.states(twin, ids, mask, {}) is not None and cache.stats.hits == 3 and cache.stats.computed == 3
+    fresh = EnglishStateCache(length=6, rows=3, ram_bytes=1 << 20).states(twin, ids, mask, {})
+    assert all(torch.equal(served[name], fresh[name]) for name in served)
+    other = _model("llama")
+    with torch.no_grad():
+        other.backbone.model.layers[0].mlp.up_proj.base_layer.weight[0, 0] += 1e-3
+    cache.states(other, ids, mask, {})
+    assert cache.stats.computed == 6 and cache.stats.hits == 3  # nothing reused across backbones
+    cache.states(first, ids, mask, {})
+    assert cache.stats.computed == 9  # and the first backbone's states were dropped, not mixed in

@@ -46,11 +46,16 @@ def _outcome(out: Path) -> dict:
     training losses and validation scores, and the saved adapter's bytes."""
     record = json.loads((out / "results.jsonl").read_text().splitlines()[-1])
     run = next((out / "runs").glob("flare-*/de/seed1"))
-    with open(run / "train_log.csv", encoding="utf-8") as handle:
-        log = [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
+    log = _log(run)
     adapter = {p.name: p.read_bytes() for p in sorted((run / "adapter").glob("*.safetensors"))}
     kept = {k: record[k] for k in ("score", "metrics", "valid_score", "best_epoch", "steps", "predicted_classes")}
-    return {"record": kept, "log": log, "adapter": adapter, "spill_left": (run / "english_cache").exists()}
+    return {"record": kept, "log": log, "adapter": adapter, "spill_left": (out / "english_cache").exists()}
+
+
+def _log(run: Path) -> list[dict]:
+    """The run's per-epoch training log without its timing column."""
+    with open(run / "train_log.csv", encoding="utf-8") as handle:
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(handle)]
 
 
 DROPOUT = AdapterSettings(lora_dropout=0.2)
@@ -77,7 +82,7 @@ def test_cache_in_memory_on_disk_or_off_trains_and_scores_bit_identically(stage1
     assert sum(computed) == 24
     assert off["log"][0]["train_loss"] != off["log"][-1]["train_loss"]  # it trained
     assert memory == off and disk == off
-    assert not disk["spill_left"]  # the spill serves only the run's own resumption
+    assert not disk["spill_left"]  # the spill serves only the command's own runs and their resumption
 
 
 def test_gradient_checkpointing_on_a_decoder_and_resumption_match_the_uncached_run(tmp_path, monkeypatch):
@@ -96,7 +101,7 @@ def test_gradient_checkpointing_on_a_decoder_and_resumption_match_the_uncached_r
     monkeypatch.setattr(pipeline, "fit", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _run(llama, tmp_path / "resumed", "on", ram_mib=0, **settings, stage1_model=stage1_model)
-    spill = next((tmp_path / "resumed" / "runs").glob("flare-*/de/seed1/english_cache"))
+    spill = tmp_path / "resumed" / "english_cache"
     assert any(spill.glob("*.safetensors"))
     monkeypatch.setattr(pipeline, "fit", original_fit)
     reused = []
@@ -107,6 +112,35 @@ def test_gradient_checkpointing_on_a_decoder_and_resumption_match_the_uncached_r
     assert reused and reused[0] > 0  # the states the interrupted process spilled
     assert resumed["record"] == off["record"] and resumed["adapter"] == off["adapter"]
     assert resumed["log"] == off["log"]
+
+
+def test_a_studys_runs_share_the_english_passes_and_score_as_without_the_cache(stage1, tmp_path, monkeypatch):
+    """Two seeds read the same English sentences through the same stage-1 backbone: the second run
+    reuses every state of the first (in memory, and spilled to disk), and both runs train and score
+    bit for bit as with the cache off."""
+    computed = []
+    original = english_cache.EnglishStateCache._compute
+    monkeypatch.setattr(english_cache.EnglishStateCache, "_compute",
+                        lambda self, model, ids, *a: computed.append(len(a[2])) or original(self, model, ids, *a))
+    outcomes = {}
+    for cache, ram_mib in (("off", 64), ("on", 64), ("on", 0)):
+        out = tmp_path / f"{cache}{ram_mib}"
+        monkeypatch.setattr(english_cache, "SHARD_BYTES", 1 << 20 if ram_mib else 1)
+        computed.clear()
+        _run(stage1, out, cache, ram_mib=ram_mib, seeds=[1, 2], adapter=DROPOUT)
+        records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+        passes = [r["english_passes"] for r in records]
+        if cache == "on":
+            assert sum(computed) == 24  # 16 training, 4 validation, 4 test examples: once for the study
+            assert passes[0]["computed"] == 24 and passes[1] == {"computed": 0, "reused": passes[0]["reused"] + 24}
+        else:
+            assert sum(computed) == passes[0]["computed"] + passes[1]["computed"] > 48
+        logs = [_log(next((out / "runs").glob(f"flare-*/de/seed{seed}"))) for seed in (1, 2)]
+        kept = [{k: r[k] for k in ("score", "metrics", "valid_score", "best_epoch", "steps")} for r in records]
+        outcomes[(cache, ram_mib)] = (kept, logs)
+        assert not (out / "english_cache").exists()
+    assert outcomes[("on", 64)] == outcomes[("off", 64)] == outcomes[("on", 0)]
+    assert outcomes[("off", 64)][1][0] != outcomes[("off", 64)][1][1]  # the seeds trained differently
 
 
 def test_flare_mt_is_unchanged_by_the_setting(tmp_path, tmp_path_factory, stage1):
