@@ -6,8 +6,9 @@ Errors a user can fix print one line on stderr and exit with status 2; set FLARE
 pass --debug) for the traceback. Ctrl-C exits with status 130 after saying how to continue: work
 is saved at every epoch (training), batch (translation) and finished run.
 
-Each subcommand imports the library inside its body, on purpose: `flare --help`, a one-line
-error and `flare report` then answer without loading torch and transformers (seconds).
+The modules that load torch and transformers (the pipeline, translation, prediction, devices) are
+imported inside the commands that need them, on purpose: `flare --help`, a one-line error and
+`flare report` then answer without them (seconds; tests/cli/test_cli_help.py checks it).
 """
 
 from __future__ import annotations
@@ -22,7 +23,20 @@ import sys
 from pathlib import Path
 from typing import Literal
 
+import docstring_parser
+from jsonargparse import ActionConfigFile, ArgumentParser, set_loader
+
+from flare.data.download import TASKS
+from flare.data.download import download as fetch
+from flare.data.tasks import get_task
 from flare.errors import FlareError
+from flare.files import load_yaml, read_text
+from flare.mt.english_side import ENGLISH_SIDES
+from flare.mt.languages import same_language
+from flare.study.methods import FUSED, METHODS, TRAINED, UNTRAINED
+from flare.study.report import report as write_report
+from flare.study.runs import Run
+from flare.study.settings import Study, check_setting, declared_ranges, from_dict, read_study_yaml
 
 
 def compare(study, time_budget_minutes: float = 0.0) -> Path:
@@ -51,10 +65,7 @@ def train(study, method: str, language: str, seed: int = 1, fusion: str = "add_r
             control (shuffled, self), noise10/30/50, lexicon (word-by-word MT) or a mix (mix-lexicon).
         test_english: the English side the run is scored with (the same choices).
     """
-    from flare.mt.english_side import ENGLISH_SIDES
-    from flare.study.methods import METHODS
     from flare.study.pipeline import Pipeline
-    from flare.study.runs import Run
 
     if method not in METHODS:
         raise FlareError(f"train: unknown method {method!r}; choose from {', '.join(METHODS)}")
@@ -92,9 +103,7 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
             mt_model when absent and the method reads English).
     """
     from flare.adapter.io import check_adapter_dir
-    from flare.study.methods import FUSED, TRAINED, UNTRAINED
     from flare.study.pipeline import Pipeline
-    from flare.study.runs import Run
 
     if adapter_dir is None and method not in UNTRAINED:
         raise FlareError(f"evaluate: method must be {' or '.join(UNTRAINED)} without --adapter_dir, got {method!r}")
@@ -139,8 +148,6 @@ def translate(task: str, split: str, src_lang: str, tgt_lang: str, model: str, t
         allow_empty: leave rows translated to empty text out (counted in the meta file) instead of
             refusing to write the file.
     """
-    from flare.data.tasks import get_task
-    from flare.mt.languages import same_language
     from flare.mt.translate import translate_dataset
 
     spec = get_task(task)
@@ -173,9 +180,6 @@ def download(data_dir: str, tasks: list[Literal["nusax", "xnli", "tydiqa"]] | No
         tasks: which tasks (default: all three).
         languages: only these languages (default: every language of each task).
     """
-    from flare.data.download import TASKS
-    from flare.data.download import download as fetch
-
     return str(fetch(data_dir, tasks or TASKS, languages))
 
 
@@ -189,8 +193,6 @@ def report(results: str, out_dir: str | None = None, against: list[str] | str | 
             that each get a paired-difference table of their own, besides the one against
             translate-train LoRA.
     """
-    from flare.study.report import report as write_report
-
     labels = [against] if isinstance(against, str) else list(against or ())
     return {k: str(v) for k, v in write_report(results, out_dir, against=labels).items()}
 
@@ -265,8 +267,6 @@ def _lines(value: str) -> list[str]:
     """One input, or the non-empty lines of a file (UTF-8, a byte-order mark dropped). A value that
     names no file but looks like a path (a folder part, or a text-file suffix) is refused: labelling
     the string "inputs.txt" would be a silent mistake."""
-    from flare.files import read_text
-
     path = Path(value)
     if path.is_file():
         return [line for line in read_text(path).splitlines() if line.strip()]
@@ -288,10 +288,6 @@ RUN_LISTS = ("languages", "methods", "fusions", "seeds", "data.train_english", "
 
 
 def _parser():
-    from jsonargparse import ActionConfigFile, ArgumentParser
-
-    from flare.study.settings import Study, declared_ranges
-
     parser = ArgumentParser(prog="flare", description=__doc__, exit_on_error=False)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     commands = parser.add_subcommands(required=True, dest="command")
@@ -320,8 +316,6 @@ def _parser():
 def _describe(function) -> tuple[str, str]:
     """(one-sentence summary, description) of a command from its docstring, without the Args:
     section, which jsonargparse prints argument by argument."""
-    import docstring_parser
-
     doc = docstring_parser.parse(function.__doc__ or "")
     text = " ".join(part for part in (doc.short_description, doc.long_description) if part)
     summary = re.split(r"\.\s+(?=[A-Z])", text)[0].rstrip(".") + "."  # "e.g. a" ends no sentence
@@ -345,25 +339,18 @@ def _placement(name: str, values: dict):
 def _check_config(path: str) -> None:
     """Checked before the argument parser reads the file, so every problem is one line, and the same
     line the Python API (`flare.study.settings.load_study`) gives."""
-    from flare.study.settings import Study, from_dict, read_study_yaml
-
     from_dict(Study, read_study_yaml(path))
 
 
 def _yaml_value(text: str):
     """How the argument parser reads YAML (study files and values on the command line): the
     project's loader, so both refuse what `load_study` refuses."""
-    from flare.files import load_yaml
-
     return load_yaml(text, "command-line value")
 
 
 def _explain(error: Exception, argv: list[str]) -> str | None:
     """The settings module's own line for a study setting the argument parser refused, so a bad value
     reads the same on the command line as in a study file; None when it has nothing better."""
-    from flare.files import load_yaml
-    from flare.study.settings import check_setting
-
     found = re.match(r'Parser key "([\w.]+)"', str(error))
     if not found:
         return None
@@ -398,10 +385,6 @@ def parse_command(argv: list[str]) -> tuple[str, dict]:
     for flag, value in itertools.pairwise(argv):
         if flag == "--config":
             _check_config(value)
-    from jsonargparse import set_loader
-
-    from flare.study.settings import Study, from_dict
-
     set_loader("yaml", _yaml_value, exceptions=(FlareError,))
     args = _parser().parse_args(argv).as_dict()
     name = args.pop("command")

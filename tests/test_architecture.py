@@ -20,18 +20,11 @@ def _is_module(name: str) -> bool:
 
 
 def _imports(path: Path) -> set[str]:
-    """The flare modules a file imports at run time, wherever the import statement stands
-    (imports under `if TYPE_CHECKING:` never run)."""
+    """The flare modules a file imports, wherever the import statement stands: in a function, or
+    under `if TYPE_CHECKING:` (a type-only import still ties the two modules together)."""
     tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {
-        id(inner) for node in ast.walk(tree)
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
-        for statement in node.body for inner in ast.walk(statement)
-    }
     found = set()
     for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
         if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "flare":
             candidates = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
             found |= {name for name in candidates if _is_module(name)}

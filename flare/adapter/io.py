@@ -19,8 +19,10 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from huggingface_hub import HfApi, snapshot_download
+from huggingface_hub.errors import HfHubHTTPError
 from peft import PeftModel
 from peft.utils import load_peft_weights, set_peft_model_state_dict
 from safetensors import SafetensorError, safe_open
@@ -33,8 +35,31 @@ from flare.adapter.config import FlareConfig
 from flare.adapter.sharding import gathered_adapter_state, is_main_process, is_sharded
 from flare.errors import FlareError, first_line
 
-if TYPE_CHECKING:  # the model class is passed in: io sits below model.py and citizen.py
-    from flare.adapter.model import FlareModel
+
+class FlareModelLike(Protocol):
+    """What saving and loading read of a `flare.FlareModel` (model.py). A structural type, because
+    io sits below model.py, which imports it (through peft_compat.py): the class itself is passed
+    to `load_onto`."""
+
+    flare_config: FlareConfig
+    fused_modules: list[str]
+    adapter_name: str
+    peft_model: PeftModel
+    fusion_modules: nn.ModuleDict
+    english_gates: nn.ModuleDict
+    source_projection: nn.Linear | None
+    training: bool
+
+    @property
+    def backbone(self) -> nn.Module: ...
+
+    def flare_state_dict(self) -> dict[str, Any]: ...
+
+    def named_modules(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def load_state_dict(self, state_dict: Any, strict: bool = True) -> Any: ...
+
+    def train(self, mode: bool = True) -> Any: ...
 
 CONFIG_FILE = "flare_config.json"
 WEIGHTS_FILE = "flare_weights.safetensors"
@@ -45,7 +70,7 @@ _PEFT_PREFIX = "peft_model."
 
 
 def save_flare(
-    model: FlareModel, directory: str | os.PathLike, languages: list[str] | None = None,
+    model: FlareModelLike, directory: str | os.PathLike, languages: list[str] | None = None,
     scores: dict[str, float] | None = None, state_dict: dict | None = None, **peft_kwargs: Any,
 ) -> None:
     """Write the adapter folder. state_dict (Trainer passes one under DeepSpeed/FSDP) is the
@@ -100,7 +125,7 @@ def save_flare(
 
 
 def push_flare(
-    model: FlareModel, repo_id: str, languages: list[str] | None = None, scores: dict[str, float] | None = None,
+    model: FlareModelLike, repo_id: str, languages: list[str] | None = None, scores: dict[str, float] | None = None,
     private: bool | None = None, token: str | bool | None = None, commit_message: str = "Upload FLARE adapter",
     revision: str | None = None, create_pr: bool = False, **unknown: Any,
 ):
@@ -110,8 +135,6 @@ def push_flare(
     if not isinstance(repo_id, str) or not _REPO_ID.fullmatch(repo_id):
         raise FlareError(f"repo_id must look like 'name' or 'owner/name', got {repo_id!r}")
     check_card_inputs(languages, scores)
-    from huggingface_hub import HfApi
-    from huggingface_hub.errors import HfHubHTTPError
 
     with tempfile.TemporaryDirectory(prefix="flare-push-") as folder:
         save_flare(model, Path(folder) / "adapter", languages=languages, scores=scores)
@@ -138,7 +161,6 @@ def resolve_adapter(location: str | os.PathLike, revision: str | None = None) ->
     local = path.exists() or Path(text.split("/")[0]).is_dir()
     if local or "/" not in text or not _REPO_ID.fullmatch(text):
         return path
-    from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(text, revision=revision, allow_patterns=_HUB_FILES))
@@ -190,9 +212,9 @@ def _adapter_name(directory: Path) -> str:
 
 
 def load_onto(
-    model_class: type[FlareModel], base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False,
+    model_class: type[FlareModelLike], base_model: nn.Module, directory: str | os.PathLike, is_trainable: bool = False,
     revision: str | None = None, adapter_name: str | None = None, allow_base_mismatch: bool = False,
-) -> FlareModel:
+) -> FlareModelLike:
     """`flare.load_flare_model`, building a `model_class` (FlareModel or a subclass)."""
     directory = resolve_adapter(directory, revision)
     config, fused = check_adapter_dir(directory)
@@ -225,7 +247,7 @@ def load_onto(
     return model.train(peft_model.training)  # the fusion modules follow PEFT's mode (eval unless trainable)
 
 
-def reload_weights(model: FlareModel, location: str | os.PathLike, revision: str | None = None) -> None:
+def reload_weights(model: FlareModelLike, location: str | os.PathLike, revision: str | None = None) -> None:
     """Load a saved adapter's weights into model in place (resuming Trainer from a checkpoint)."""
     directory = resolve_adapter(location, revision)
     config, fused = check_adapter_dir(directory)
@@ -241,7 +263,7 @@ def reload_weights(model: FlareModel, location: str | os.PathLike, revision: str
     _load_flare_weights(model, directory)
 
 
-def _load_flare_weights(model: FlareModel, directory: Path) -> None:
+def _load_flare_weights(model: FlareModelLike, directory: Path) -> None:
     expected = model.flare_state_dict()
     if not expected:
         return

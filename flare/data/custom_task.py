@@ -47,6 +47,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from flare import extras
 from flare.data.examples import ColumnSpec
 from flare.data.task_spec import QA_METRICS, PromptTemplate, Task
 from flare.errors import FlareError, first_line
@@ -315,8 +316,6 @@ def _evaluate_metric(
     """`evaluate:NAME[#KEY]` as a metric function: loaded with `evaluate.load` now (a Hub name, or a
     local script or folder relative to the task file) and tried on a small sample of the task's
     prediction format, so an unknown metric, a wrong key or a wrong input type fails before any work."""
-    from flare import extras
-
     source, _, key = metric.removeprefix("evaluate:").partition("#")
     args, scale = spec.get("metric_args") or {}, spec.get("metric_scale", 100)
     if not isinstance(args, dict) or not all(isinstance(k, str) for k in args):

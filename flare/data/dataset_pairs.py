@@ -11,13 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flare.data.examples import Example, Pair, PairKind, check_answers, label_index, read_records, require_text
+from flare.data.task_spec import Task
 from flare.errors import FlareError
-
-if TYPE_CHECKING:
-    from flare.data.task_spec import Task
 
 Columns = str | Mapping[str, str]
 

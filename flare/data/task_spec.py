@@ -22,6 +22,7 @@ from flare.data.examples import (
     read_squad_json,
     read_xnli_tsv,
 )
+from flare.data.hub import load_dataset_rows, load_from_hub
 from flare.data.locations import DATA_DIR_ENV
 from flare.data.parallel_data import pair_gold, pair_machine, read_translations, translation_path
 from flare.errors import FlareError
@@ -108,8 +109,6 @@ class Task:
         self.check_split(split, language)
         path = self.local_path(split, language, data_dir)
         if self.dataset is not None:
-            from flare.data.hub import load_dataset_rows
-
             rows, columns, source = load_dataset_rows(self.dataset, split, language)
             examples = examples_from_records(
                 rows, columns, Path(source), language, self.columns, self.type, self.labels, self.label_map, stats
@@ -120,7 +119,6 @@ class Task:
                     f"task {self.name}: file for split '{split}', language '{language}' not found: "
                     f"{self.files.get(split, {}).get(language)}"
                 )
-            from flare.data.hub import load_from_hub  # only reached without local files
 
             examples = load_from_hub(self.name, split, language, self.labels, stats)
         elif self.kind == "xnli":

@@ -4,17 +4,19 @@ FlareError line naming it."""
 from __future__ import annotations
 
 import pickle
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from transformers import AutoConfig
 
+from flare.data.task_spec import Task
 from flare.errors import FlareError, first_line
-
-if TYPE_CHECKING:
-    from flare.data.tasks import Task
-    from flare.hf.backbone import Family
-    from flare.study.settings import AdapterSettings
+from flare.hf.backbone import Family, decide
+from flare.hf.loading import adapt, flare_config
+from flare.hf.offline_e5 import model_location
 
 
 def position_limit(model: torch.nn.Module) -> int | None:
@@ -30,8 +32,6 @@ def position_limit(model: torch.nn.Module) -> int | None:
 def safetensors_problem(path: Path) -> str | None:
     """Why a safetensors file cannot be opened (missing, truncated, not safetensors), or None.
     Only its header is read, so a bad file fails here and not hours later mid-load."""
-    from safetensors import SafetensorError, safe_open
-
     try:
         with safe_open(path, framework="pt"):
             return None
@@ -64,17 +64,11 @@ def check_weights(model_dir: Path) -> None:
 
 
 def check_model(
-    model: str, task: Task, adapter: AdapterSettings, max_length: int, longest: int, family: Family | None = None
+    model: str, task: Task, adapter: Mapping[str, Any], max_length: int, longest: int, family: Family | None = None
 ) -> Any:
     """The config loads (it is returned), the weight files are readable, the longest input (`longest` tokens) fits the
-    learned positions, and the adapter finds its modules in a weightless (meta) copy, built as
-    load_backbone builds the real one (the same BackboneSpec)."""
-    from transformers import AutoConfig
-
-    from flare.hf.backbone import decide
-    from flare.hf.loading import adapt, flare_config
-    from flare.hf.offline_e5 import model_location
-
+    learned positions, and the adapter (FlareConfig arguments, as `flare_config` takes them) finds its modules in a
+    weightless (meta) copy, built as load_backbone builds the real one (the same BackboneSpec)."""
     try:
         config = AutoConfig.from_pretrained(model_location(model))
     except (OSError, ValueError) as error:
@@ -99,5 +93,5 @@ def check_model(
                  else f"data.max_length is {longest} tokens")
         raise FlareError(f"{reads}, more than the {limit} positions {model} can embed; lower data.max_length")
     with torch.device("meta"):
-        adapt(skeleton, flare_config(adapter.flare_kwargs(), task, spec.family))
+        adapt(skeleton, flare_config(adapter, task, spec.family))
     return config

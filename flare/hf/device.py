@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers import BitsAndBytesConfig
 
 from flare import extras
 from flare.errors import FlareError
@@ -135,8 +136,6 @@ class Placement:
         device in `dtype` (no full-precision copy in CPU memory first)."""
         kwargs: dict[str, Any] = {"dtype": self.dtype}
         if self.load_in_4bit:
-            from transformers import BitsAndBytesConfig
-
             kwargs["quantization_config"] = BitsAndBytesConfig(
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=self.dtype,

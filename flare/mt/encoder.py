@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from tqdm.auto import tqdm
 
 from flare.errors import FlareError
 from flare.files import atomic_path
@@ -125,8 +128,6 @@ class EncoderStateStore:
         self._refresh()
 
     def _refresh(self) -> None:
-        from safetensors import safe_open
-
         if not self.directory.is_dir():
             return
         for shard in sorted(self.directory.glob("*.safetensors")):
@@ -146,8 +147,6 @@ class EncoderStateStore:
 
     def add(self, texts: Sequence[str], lang: str, states: torch.Tensor, mask: torch.Tensor) -> Path:
         """Store one encoded batch as a new shard, written to a temp file then renamed into place."""
-        from safetensors.torch import save_file
-
         tensors = {
             self.key(text, lang): states[i, : int(mask[i].sum())].to(self.store_dtype).contiguous()
             for i, text in enumerate(texts)
@@ -163,8 +162,6 @@ class EncoderStateStore:
     def get(self, texts: Sequence[str], lang: str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """``(states [B, L, d] float32, attention_mask [B, L])`` for stored texts, right-padded;
         ``lang`` is their language, or each text's own (a batch of several languages)."""
-        from safetensors import safe_open
-
         self._refresh()
         langs = [lang] * len(texts) if isinstance(lang, str) else list(lang)
         keys = [self.key(text, code) for text, code in zip(texts, langs, strict=True)]
@@ -187,8 +184,6 @@ def precompute_encoder_states(
     Texts are encoded longest first in batches of ``batch_size``; each batch becomes one shard as soon
     as it is done, so an interrupted run keeps its finished batches.
     """
-    from tqdm.auto import tqdm
-
     store = EncoderStateStore(cache_dir, encoder.model_name, encoder.max_length, encoder.language_map, store_dtype,
                               encoder.dtype_name)
     todo = sorted(store.missing(texts, lang), key=lambda t: (-len(t), t))

@@ -21,12 +21,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer
+
 from flare import extras
 from flare.data.examples import require_text, visible
 from flare.data.parallel_data import translation_path
 from flare.data.tasks import BUILTIN_TASKS, get_task
 from flare.errors import FlareError, first_line
 from flare.files import write_atomically
+from flare.hf.checks import check_weights
 from flare.hf.device import dtype_name, resolve_placement
 from flare.mt.cache import TranslationCache
 from flare.mt.languages import flores_code, flores_codes, m2m100_tag, same_language
@@ -78,8 +83,6 @@ def model_fingerprint(model: str) -> str:
 def load_seq2seq(model: str, device: str, dtype: str) -> tuple[Any, Any]:
     """Load tokenizer and model (frozen, eval) on its device in its dtype (flare/hf/device.py), or
     fail with a one-line FlareError."""
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     placement = resolve_placement(device, dtype)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model)
@@ -98,7 +101,6 @@ def check_mt_model(model: str) -> None:
         return
     if not (path / "config.json").is_file():
         raise FlareError(f"MT model {model}: not a model directory (no config.json)")
-    from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(path)
@@ -108,7 +110,6 @@ def check_mt_model(model: str) -> None:
         raise FlareError(
             f"MT model {model}: a {config.model_type} model is not an encoder-decoder translation model (NLLB/M2M100)"
         )
-    from flare.hf.checks import check_weights
 
     check_weights(path)
 
@@ -168,7 +169,6 @@ class Seq2SeqTranslator:
             texts, return_tensors="pt", padding=True, truncation=True, max_length=settings.max_input_length
         ).to(self._model.device)
         max_new = settings.max_new_tokens or int(1.5 * batch["input_ids"].shape[1]) + 10
-        import torch
 
         with torch.no_grad():
             output = self._model.generate(
@@ -213,8 +213,6 @@ def translate_texts(
     fixed batches; within each batch only cache misses go to the model, and each batch is committed
     to the cache before the next starts.
     """
-    from tqdm.auto import tqdm
-
     if batch_size < 1:
         raise FlareError("batch_size must be positive")
     stats = stats if stats is not None else TranslationStats()

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.utils import logging as transformers_logging
 
 from flare.adapter import EnglishStateCache, load_flare_model
 from flare.data.examples import LoadStats, Pair
@@ -58,8 +59,6 @@ from flare.study.training import fit
 
 def quiet_libraries() -> None:
     """Keep the terminal for progress and results: no weight-loading reports or deprecation noise."""
-    from transformers.utils import logging as transformers_logging
-
     transformers_logging.set_verbosity_error()
     transformers_logging.disable_progress_bar()  # per-run "Loading weights" bars; ours are plain tqdm
     warnings.filterwarnings("ignore", category=FutureWarning)

@@ -17,6 +17,7 @@ from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
+from flare.mt.encoder import MTEncoder
 from flare.mt.translate import translate_columns
 from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
 from flare.study.methods import METHODS
@@ -177,8 +178,6 @@ def predict_texts(study: Study, language: str | list[str], texts: list[str], eng
         ]
     extra = None
     if METHODS[method].mt_states:
-        from flare.mt.encoder import MTEncoder
-
         encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
                             language_map=study.language_map)
 

@@ -33,8 +33,8 @@ def check_plan(study: Study, task: Task, data: StudyData, runs: list[Run], train
         check_mt_model(study.mt_model)
     done = stage1_done(study)
     longest = max(input_length(study.data.max_length, METHODS[method].view) for method in study.methods)
-    config = check_model(stage1_source(study) if done else study.model, task, study.adapter, study.data.max_length,
-                         longest, study.family)
+    config = check_model(stage1_source(study) if done else study.model, task, study.adapter.flare_kwargs(),
+                         study.data.max_length, longest, study.family)
     check_objectives(study, task, config)  # e.g. a mixing layer past the model's depth
     if not done:
         data.splits(None)

@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from flare.adapter.config import CROSS_ATTENTION_QUERIES, FUSIONS, FlareConfig, parse_layers
+from flare.data.tasks import get_task
 from flare.errors import FlareError
+from flare.files import load_yaml, read_text
 from flare.hf.backbone import Family
 from flare.mt.english_side import ENGLISH_SIDES
+from flare.mt.languages import check_language_map, flores_codes
 from flare.setting_types import Range, check_type, fields_of, from_dict
 from flare.study.methods import FUSED, METHOD_NAMES, METHODS
 from flare.study.sharding import check_sharding
@@ -256,8 +259,6 @@ class Study:
         """Fail before any work starts, with one line naming the field: every value against the
         type and range declared above (settings built in Python skip `from_dict`), then the rules
         that tie settings together."""
-        from flare.data.tasks import get_task
-
         from_dict(type(self), dataclasses.asdict(self))
         task = get_task(self.task)
         for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english",
@@ -285,12 +286,9 @@ class Study:
         if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
         if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1
-            from flare.mt.languages import flores_codes
 
             flores_codes([*self.languages], self.language_map)
         elif self.language_map:
-            from flare.mt.languages import check_language_map
-
             check_language_map(self.language_map)
         adapter = self.adapter
         try:
@@ -304,7 +302,7 @@ class Study:
                 f"adapter.cross_attention_heads: {adapter.cross_attention_heads} does not divide adapter.r "
                 f"{adapter.r} (needed by the {cross[0]} fusion)"
             )
-        from flare.hf.device import dtype_name, resolve_placement
+        from flare.hf.device import dtype_name, resolve_placement  # torch: settings stay torch-free for `flare report`
 
         placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
         # what an FSDP launch config cannot train
@@ -372,8 +370,6 @@ def read_study_yaml(path: str | Path) -> dict[str, Any]:
     """The settings mapping of a study YAML: UTF-8, the project's safe loader (no Python objects,
     no duplicate keys, no alias bombs), a mapping. Every problem is one FlareError line naming the
     file (and line)."""
-    from flare.files import load_yaml, read_text
-
     if not Path(path).is_file():
         raise FlareError(f"{path}: config file not found")
     values = load_yaml(read_text(path), str(path))

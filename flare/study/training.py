@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator, DataLoaderConfiguration
 from accelerate.state import AcceleratorState, is_initialized
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch.distributed.device_mesh import init_device_mesh
@@ -262,8 +263,6 @@ class _Loggers:
     W&B, MLflow, Comet, Aim, ClearML, ... with one interface (the plan has checked their packages)."""
 
     def __init__(self, settings: StageSettings, run_dir: Path, name: str) -> None:
-        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-
         project = settings.wandb_project or "flare-xlt"
         # per-tracker arguments: where its local files go, and this run's name
         extra = {"wandb": {"name": name, "dir": str(run_dir)}, "mlflow": {"run_name": name}}

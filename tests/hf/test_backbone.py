@@ -106,7 +106,7 @@ def test_check_model_load_backbone_formatter_and_adapter_share_the_spec(
         return built[-1]
 
     monkeypatch.setattr(BackboneSpec, "model_class", spy)
-    check_model(str(tmp_path), task, AdapterSettings(), max_length=16, longest=16)
+    check_model(str(tmp_path), task, AdapterSettings().flare_kwargs(), max_length=16, longest=16)
     backbone, tok, family = load_backbone(str(tmp_path), task)
     spec = spec_for(family, task.type)
     assert len(built) == 2 and built[0] is built[1]  # the check's skeleton is the model training loads
