@@ -19,13 +19,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import math
-import reprlib
 import types
 import typing
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from flare.errors import FlareError
+from flare.errors import FlareError, brief
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,7 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
     unknown = sorted(set(values) - known, key=str)
     if unknown:
         raise FlareError(
-            f"{where + '.' if where else ''}{_short(unknown[0])}: unknown setting (known: {', '.join(sorted(known))})"
+            f"{where + '.' if where else ''}{brief(unknown[0])}: unknown setting (known: {', '.join(sorted(known))})"
         )
     built = {}
     for key, value in values.items():
@@ -75,15 +74,6 @@ def from_dict(cls: type, values: Any, where: str = "") -> Any:
         else:
             built[key] = check_type(value, hint, name)
     return cls(**built)
-
-
-def _short(value: Any) -> str:
-    """A value for an error message: never the whole of a long or deeply nested one."""
-    shortener = reprlib.Repr()
-    shortener.maxstring = shortener.maxother = 60
-    shortener.maxlist = shortener.maxdict = 4
-    shortener.maxlevel = 2
-    return shortener.repr(value)
 
 
 def check_type(value: Any, hint: Any, name: str) -> Any:
@@ -101,7 +91,7 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
         if any(value == choice and type(value) is type(choice) for choice in choices):
             return value
         hint_bool = " (quote words like 'no' that YAML reads as booleans)" if isinstance(value, bool) else ""
-        raise FlareError(f"{name}: {_short(value)} is not one of {', '.join(map(str, choices))}{hint_bool}")
+        raise FlareError(f"{name}: {brief(value)} is not one of {', '.join(map(str, choices))}{hint_bool}")
     options = typing.get_args(hint) if origin in (typing.Union, types.UnionType) else (hint,)
     for option in options:
         base = typing.get_origin(option) or option
@@ -112,7 +102,7 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
                 return check_type(value, option, name)
             continue
         if base is str and isinstance(value, str) and "\x00" in value:  # no path, name or id holds one
-            raise FlareError(f"{name}: {_short(value)} contains a NUL character")
+            raise FlareError(f"{name}: {brief(value)} contains a NUL character")
         if base is float and isinstance(value, (int, float)) and not isinstance(value, bool):
             if not math.isfinite(value):
                 raise FlareError(f"{name}: {value!r} is not a finite number")
@@ -125,7 +115,7 @@ def check_type(value: Any, hint: Any, name: str) -> Any:
             and not (base is int and isinstance(value, bool))
         ):
             return value
-    raise FlareError(f"{name}: {_short(value)} is not a valid {_type_name(hint)}")
+    raise FlareError(f"{name}: {brief(value)} is not a valid {_type_name(hint)}")
 
 
 def _type_name(hint: Any) -> str:

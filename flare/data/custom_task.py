@@ -50,7 +50,7 @@ from typing import Any
 from flare import extras
 from flare.data.examples import ColumnSpec
 from flare.data.task_spec import QA_METRICS, PromptTemplate, Task
-from flare.errors import FlareError, first_line
+from flare.errors import FlareError, described
 from flare.files import check_name, load_yaml, read_text
 
 _KEYS = {
@@ -298,16 +298,11 @@ def _metric_callable(spec: str, folder: Path, where: str) -> Callable[[list, lis
     except FlareError:
         raise
     except Exception as error:  # the user's module failed to import: say which and why, in one line
-        raise FlareError(f"{where}: metric {spec!r} could not be loaded ({_one_line(error)})") from None
+        raise FlareError(f"{where}: metric {spec!r} could not be loaded ({described(error)})") from None
     function = getattr(module, name, None)
     if not callable(function):
         raise FlareError(f"{where}: metric {spec!r}: {source} has no function {name!r}")
     return function
-
-
-def _one_line(error: BaseException) -> str:
-    """`Type: first line` of an error (at most 300 characters of the line), or the type alone."""
-    return f"{type(error).__name__}: {first_line(error)[:300]}" if str(error).strip() else type(error).__name__
 
 
 def _evaluate_metric(
@@ -338,7 +333,7 @@ def _evaluate_metric(
         module = evaluate.load(target, keep_in_memory=True)
     except Exception as error:  # unknown name, Hub unreachable, a broken script: one line
         raise FlareError(
-            f"{where}: metric {metric!r}: evaluate could not load {source!r} ({_one_line(error)})"
+            f"{where}: metric {metric!r}: evaluate could not load {source!r} ({described(error)})"
         ) from None
     names = (module.name, Path(source.rstrip("/")).stem)
 
@@ -351,7 +346,7 @@ def _evaluate_metric(
         try:
             result = module.compute(predictions=predictions, references=references, **args)
         except Exception as error:
-            raise FlareError(f"metric {metric!r}: {_one_line(error)}") from None
+            raise FlareError(f"metric {metric!r}: {described(error)}") from None
         if isinstance(result, dict):
             chosen = key or next((k for k in names if k in result), None) or (
                 next(iter(result)) if len(result) == 1 else None

@@ -16,10 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from flare.errors import FlareError, first_line
+from flare.errors import FlareError, brief, first_line
 from flare.files import read_jsonl, read_text
 
 PairKind = Literal["gold", "machine"]
+# what a model reads of a pair (flare.hf.formats builds the inputs, flare.study.methods says which
+# method reads which): the target text, its English side ("source"), both in one input, or both in two passes
+View = Literal["flare", "target", "source", "input_fusion"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +68,9 @@ class LoadStats:
         return {"examples": self.examples, "skipped": dict(self.skipped), "truncated": self.truncated}
 
 
-def _clip(value: Any, width: int = 40) -> str:
-    """A short single-line rendering of a value for error messages."""
-    text = repr(value).replace("\n", " ")
-    return text if len(text) <= width else text[: width - 3] + "..."
-
-
 def require_text(value: Any, where: str, name: str) -> str:
     if not isinstance(value, str):
-        raise FlareError(f"{where}: field '{name}' must be text, got {_clip(value)}")
+        raise FlareError(f"{where}: field '{name}' must be text, got {brief(value)}")
     if not visible(value):
         raise FlareError(f"{where}: field '{name}' is empty")
     return value
@@ -91,7 +88,7 @@ def label_index(value: Any, labels: Sequence[str], where: str, label_map: Mappin
     if label_map:
         raw = label_map.get(raw, raw)
     if raw not in labels:
-        raise FlareError(f"{where}: unknown label {_clip(value)} (expected one of: {', '.join(labels)})")
+        raise FlareError(f"{where}: unknown label {brief(value)} (expected one of: {', '.join(labels)})")
     return list(labels).index(raw)
 
 
@@ -101,14 +98,14 @@ def check_answers(answers: Any, context: str, where: str) -> dict[str, list]:
         try:
             answers = json.loads(answers)
         except json.JSONDecodeError:
-            raise FlareError(f"{where}: answers are not valid JSON: {_clip(answers)}") from None
+            raise FlareError(f"{where}: answers are not valid JSON: {brief(answers)}") from None
     if isinstance(answers, list):  # SQuAD JSON keeps a list of {"text", "answer_start"} objects
         try:
             answers = {"text": [a["text"] for a in answers], "answer_start": [a["answer_start"] for a in answers]}
         except (TypeError, KeyError):
             raise FlareError(f"{where}: answers must be objects with 'text' and 'answer_start'") from None
     if not isinstance(answers, Mapping) or "text" not in answers or "answer_start" not in answers:
-        raise FlareError(f"{where}: answers must have 'text' and 'answer_start', got {_clip(answers)}")
+        raise FlareError(f"{where}: answers must have 'text' and 'answer_start', got {brief(answers)}")
     texts, starts = list(answers["text"]), [int(s) for s in answers["answer_start"]]
     if len(texts) != len(starts):
         raise FlareError(f"{where}: answers have {len(texts)} texts but {len(starts)} answer_start values")
@@ -116,7 +113,7 @@ def check_answers(answers: Any, context: str, where: str) -> dict[str, list]:
         if not isinstance(text, str) or not text.strip():
             raise FlareError(f"{where}: answer {i} is empty")
         if start < 0 or context[start : start + len(text)] != text:
-            raise FlareError(f"{where}: answer {i} {_clip(text)} does not match the context at offset {start}")
+            raise FlareError(f"{where}: answer {i} {brief(text)} does not match the context at offset {start}")
     return {"text": texts, "answer_start": starts}
 
 
@@ -199,7 +196,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
             raise FlareError(f"{path}: the header holds a NUL character")
         repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
         if repeated is not None:  # DictReader would keep only the last of the two, silently
-            raise FlareError(f"{path}: the header names column {_clip(repeated)} twice")
+            raise FlareError(f"{path}: the header names column {brief(repeated)} twice")
         for number, row in enumerate(rows, start=1):
             if _EXTRA in row or None in row.values():  # longer or shorter than the header
                 found = len(columns) + len(row[_EXTRA]) if _EXTRA in row else sum(v is not None for v in row.values())
@@ -219,7 +216,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         columns = list(table.column_names)
         repeated = next((c for i, c in enumerate(columns) if c in columns[:i]), None)
         if repeated is not None:
-            raise FlareError(f"{path}: the table names column {_clip(repeated)} twice")
+            raise FlareError(f"{path}: the table names column {brief(repeated)} twice")
         return table.to_pylist(), columns
     raise FlareError(f"{path}: unsupported file type '{suffix}' (use .csv, .tsv, .jsonl, .parquet or SQuAD .json)")
 
@@ -263,7 +260,7 @@ def examples_from_records(
                 raise FlareError(f"{where}: missing column '{column}'")
         ex_id = str(row[spec.id]).strip() if spec.id else str(number - 1)
         if not ex_id or ex_id in seen:
-            raise FlareError(f"{where}: empty or duplicate id {_clip(ex_id)}")
+            raise FlareError(f"{where}: empty or duplicate id {brief(ex_id)}")
         seen.add(ex_id)
         fields = {name: require_text(row[col], where, col) for name, col in spec.fields.items()}
         label, answers = None, None

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from flare.data.examples import Example, LoadStats, Pair, _clip, check_answers, require_text
-from flare.errors import FlareError
+from flare.data.examples import Example, LoadStats, Pair, check_answers, require_text
+from flare.errors import FlareError, brief
 from flare.files import check_name, read_jsonl, read_text, write_atomically
 
 
@@ -35,7 +35,7 @@ def read_translations(path: Path) -> dict[str, dict[str, Any]]:
             raise FlareError(f"{path}: line {number} has no 'id'")
         key = str(row["id"])
         if key in rows:
-            raise FlareError(f"{path}: line {number} repeats id {_clip(key)}")
+            raise FlareError(f"{path}: line {number} repeats id {brief(key)}")
         rows[key] = row
     return rows
 
@@ -93,13 +93,13 @@ def pair_gold(
         matched = []
         for number, target in enumerate(targets, start=1):
             if target.id not in by_id:
-                raise FlareError(f"{target_file}: row {number} has id {_clip(target.id)} that is not in {source_file}")
+                raise FlareError(f"{target_file}: row {number} has id {brief(target.id)} that is not in {source_file}")
             matched.append((by_id[target.id], target))
     pairs = []
     for number, (source, target) in enumerate(matched, start=1):
         if check_labels and source.label != target.label:
             raise FlareError(
-                f"{target_file}: row {number} (id {_clip(target.id)}) has label {target.label} "
+                f"{target_file}: row {number} (id {brief(target.id)}) has label {target.label} "
                 f"but its English pair in {source_file} has {source.label}"
             )
         pairs.append(Pair(source, target, "gold"))
@@ -140,7 +140,7 @@ def pair_machine(
     known = {ex.id for ex in originals}
     for key in translations:
         if key not in known:
-            raise FlareError(f"{translation_file}: id {_clip(key)} is not an example of the original data")
+            raise FlareError(f"{translation_file}: id {brief(key)} is not an example of the original data")
     pairs = []
     for original in originals:
         row = translations.get(original.id)
@@ -148,7 +148,7 @@ def pair_machine(
             if stats is not None:
                 stats.skip("missing_translation")
             continue
-        where = f"{translation_file}: id {_clip(original.id)}"
+        where = f"{translation_file}: id {brief(original.id)}"
         machine = translated_example(original, row, translated_language, text_fields, is_qa, where)
         if machine_side == "target":
             pairs.append(Pair(original, machine, "machine"))

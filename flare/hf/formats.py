@@ -23,12 +23,11 @@ from typing import Any, Literal
 
 import torch
 
-from flare.data.examples import Example, LoadStats, Pair
+from flare.data.examples import Example, LoadStats, Pair, View
 from flare.errors import FlareError
 from flare.hf.backbone import BackboneSpec, Family, as_spec
 from flare.hf.qa import answer_positions, qa_windows
 
-View = Literal["flare", "target", "source", "input_fusion"]
 IGNORE_INDEX = -100
 
 
@@ -58,17 +57,6 @@ def answer_text(task: Any, example: Example) -> str:
     if not example.answers or not example.answers["text"]:
         raise FlareError(f"example {example.id} ({example.language}) has no answer to train on")
     return example.answers["text"][0]
-
-
-def parse_label(text: str, verbalizer: Sequence[str]) -> int | None:
-    """The label of a generated text: the first label word in it (whole word, case-insensitive).
-    None when no label word appears; metrics count that as wrong."""
-    words = [w.strip(".,;:!?\"'()[]") for w in text.lower().split()]
-    choices = {word.lower(): i for i, word in enumerate(verbalizer)}
-    for word in words:
-        if word in choices:
-            return choices[word]
-    return None
 
 
 def parse_answer(text: str) -> str:

@@ -157,18 +157,3 @@ def compute_metrics(task_type: str, predictions: Any, references: Any) -> dict[s
     if task_type == "qa":
         return squad(predictions, references)
     raise FlareError(f"metrics: unknown task type {task_type!r}")
-
-
-def summarize_languages(results: Mapping[str, Mapping[str, float]], source_language: str = "en") -> dict[str, Any]:
-    """Per-language results plus their average over the target (non-source) languages, which is
-    how FLARE results are reported. Only metrics present for every target language are averaged."""
-    targets = [lang for lang in results if lang != source_language]
-    average: dict[str, float] = {}
-    if targets:
-        shared = set.intersection(*(set(results[lang]) for lang in targets)) - {"count"}
-        average = {name: mean(float(results[lang][name]) for lang in targets) for name in sorted(shared)}
-    return {
-        "per_language": {lang: dict(values) for lang, values in results.items()},
-        "average": average,
-        "averaged_languages": targets,
-    }

@@ -73,6 +73,8 @@ LANGUAGES: dict[str, Language] = {
         _lang("sun", "Sundanese", "sun_Latn", "su"),
     )
 }
+# every code that names English: the study reports leave it out of "target languages", the lexicon translates into it
+ENGLISH = frozenset(code for code, lang in LANGUAGES.items() if lang.flores == "eng_Latn") | {"en", "eng"}
 
 # FLORES code -> M2M100 tag, for M2M100 checkpoints and for explicit maps written in FLORES codes.
 _FLORES_TO_M2M100: dict[str, str] = {

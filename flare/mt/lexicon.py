@@ -40,11 +40,11 @@ from flare.data.task_spec import data_root
 from flare.data.tasks import NUSAX_LANGUAGES, get_task
 from flare.errors import FlareError
 from flare.files import read_text
+from flare.mt.languages import ENGLISH
 from flare.mt.translate import DecodingSettings, TranslationResult, translate_dataset, translation_quality
 
 LEXICON_FOLDER = "nusax-lexicon"
 PIVOT = "ind"
-ENGLISH = ("eng", "en")
 MAX_ENTRY_WORDS = 4
 RULES_VERSION = "1"  # part of the cache key: a change to the rules above must not reuse old translations
 

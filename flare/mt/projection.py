@@ -88,8 +88,3 @@ def unmark_answer(translated: str) -> ProjectedAnswer | str:
     if not answer:
         return DROP_EMPTY_ANSWER
     return ProjectedAnswer(context=before + answer + after, text=answer, start=len(before))
-
-
-def strip_markers(translated: str) -> str:
-    """The translated context without any quote character (used when no span is needed)."""
-    return _strip_quotes(translated)

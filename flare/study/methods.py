@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-View = Literal["target", "source", "input_fusion", "flare"]
+from flare.data.examples import View
+
 Objective = Literal["task", "mid-align", "x-mixup"]
 
 

@@ -25,12 +25,11 @@ from typing import Any
 from flare import extras
 from flare.errors import FlareError
 from flare.files import atomic_path, read_jsonl, write_atomically
-from flare.mt.languages import LANGUAGES
+from flare.mt.languages import ENGLISH
 from flare.study.methods import BASELINE, table_rank
 from flare.study.stats import Stat, seed_stat, t_quantile_975
 
 AVG = "avg"
-ENGLISH = frozenset(code for code, lang in LANGUAGES.items() if lang.flores == "eng_Latn") | {"en", "eng"}
 REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "score")
 CSV_COLUMNS = ("run_id", "task", "model", "method", "fusion", "label", "language", "seed", "metric", "score",
                "n_test", "wall_time_s", "finished_at")

@@ -12,7 +12,6 @@ from flare.hf.metrics import (
     normalize_answer,
     paper_compat_exact_match,
     squad,
-    summarize_languages,
 )
 
 
@@ -81,17 +80,11 @@ def test_squad_input_errors():
         squad(["x"], {"a": ["x"]})
 
 
-def test_compute_metrics_and_language_summary():
+def test_compute_metrics():
     cls = compute_metrics("classification", [0, 1], [0, 0])
     assert cls["accuracy"] == 50.0 and cls["macro_f1"] == pytest.approx(100 * (2 / 3 + 0) / 2)
     qa = compute_metrics("qa", ["x"], [["x"]])
     assert qa["f1"] == 100.0
-    summary = summarize_languages(
-        {"en": {"accuracy": 90.0}, "de": {"accuracy": 80.0, "count": 2}, "sw": {"accuracy": 60.0, "count": 2}}
-    )
-    assert summary["average"] == {"accuracy": 70.0} and summary["averaged_languages"] == ["de", "sw"]
-    summary = summarize_languages({"eng": {"f1": 1.0}, "ace": {"f1": 3.0}}, source_language="eng")
-    assert summary["average"] == {"f1": 3.0}
     with pytest.raises(FlareError):
         compute_metrics("ranking", [], [])
 
