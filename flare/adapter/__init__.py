@@ -1,5 +1,5 @@
 """The FLARE adapter core: config, fusion, English-side capture, model wrapper, save/load, the
-PEFT face of the model (citizen.py) and a collator for the English side.
+PEFT face of the model (peft_compat.py) and a collator for the English side.
 
 Names load on first use (PEP 562): `flare.adapter.config` (the settings' choices) is read by the
 command line before it knows whether torch and peft are needed at all."""

@@ -21,7 +21,7 @@ from peft import PeftModel
 from torch import nn
 
 from flare.adapter.capture import SourceRecorder, fusing_modules
-from flare.adapter.citizen import PeftCitizen, expose_source_arguments
+from flare.adapter.peft_compat import PeftCompatible, expose_source_arguments
 from flare.adapter.config import FlareConfig
 from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
 from flare.adapter.generation import check_cached_decoding, uses_cache
@@ -59,7 +59,7 @@ class _SourceSide:
     pairs: dict = field(default_factory=dict)
 
 
-class FlareModel(PeftCitizen):
+class FlareModel(PeftCompatible):
     """A PEFT LoRA model plus FLARE fusion. Use get_flare_model or load_flare_model to build one.
 
     forward and generate take the model's usual arguments plus either source_input_ids +
@@ -69,7 +69,7 @@ class FlareModel(PeftCitizen):
     source_attention_mask: what english_states() returned for that English side, computed once
     and reused (the same outputs, without another English pass). Without them: plain LoRA.
     isinstance(model, PeftModel) holds; PEFT's methods run on the wrapped model.peft_model, and
-    those that would lose the fusion raise a FlareError (citizen.py).
+    those that would lose the fusion raise a FlareError (peft_compat.py).
     """
 
     def __init__(self, peft_model: PeftModel, config: FlareConfig, fused_modules: list[str]) -> None:

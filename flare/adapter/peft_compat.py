@@ -1,4 +1,4 @@
-"""What makes a FlareModel a PEFT citizen: isinstance(model, PeftModel) holds, so
+"""What makes a FlareModel compatible with PEFT: isinstance(model, PeftModel) holds, so
 transformers.Trainer saves and resumes it as an adapter and TRL treats it as a PEFT model, while
 everything PEFT would do that loses the fusion raises a FlareError that says why.
 
@@ -82,7 +82,7 @@ _ONE_ADAPTER_WHY = (
 )
 
 
-class PeftCitizen(PeftModel):
+class PeftCompatible(PeftModel):
     """The PeftModel face of FlareModel. Subclasses set self.peft_model (the wrapped PeftModel),
     self.adapter_name and self._lora (fused module name -> LoRA layer); they must not call
     PeftModel.__init__."""
@@ -217,9 +217,9 @@ def _delegate_property(name: str) -> property:
 
 
 for _name, _value in vars(PeftModel).items():
-    if _name.startswith("__") or _name in _OWN or _name in vars(PeftCitizen):
+    if _name.startswith("__") or _name in _OWN or _name in vars(PeftCompatible):
         continue
     if isinstance(_value, property):
-        setattr(PeftCitizen, _name, _delegate_property(_name))
+        setattr(PeftCompatible, _name, _delegate_property(_name))
     elif inspect.isfunction(_value):
-        setattr(PeftCitizen, _name, _delegate_method(_name))
+        setattr(PeftCompatible, _name, _delegate_method(_name))
