@@ -20,10 +20,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from flare.study.report import load_results, paired_difference  # noqa: E402
-from flare.study.stats import seed_stat  # noqa: E402
+from flare.study.report import load_results, paired_difference
+from flare.study.stats import seed_stat
 
 RESULTS = Path(__file__).parent / "results"
 LORA = "translate-train (LoRA)"
