@@ -377,7 +377,7 @@ def _close_progress_bars() -> None:
 
 def parse_command(argv: list[str]) -> tuple[str, dict]:
     """The command's name and its checked arguments (a study's settings validated into `study`),
-    before any work: what `main` runs, and what a test of the README's command lines checks."""
+    before any work: what `main` runs, and what tests/test_readme.py checks of the documents' command lines."""
     argv = [part for arg in argv for part in (arg.split("=", 1) if arg.startswith("--config=") else [arg])]
     # `flare compare study.yaml ...`: a YAML right after a study command is its --config
     if len(argv) >= 2 and argv[0] in STUDY_COMMANDS and argv[1].endswith((".yaml", ".yml")) and argv[1] != "--config":

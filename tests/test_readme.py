@@ -1,7 +1,9 @@
-"""Every code block of the README runs here, as written: the Python blocks are executed with tiny
-models standing in for the checkpoints they name, the command lines are parsed by the real CLI
-(flags, choices and the study they read), the YAML is loaded and validated. A block without a
-runner fails `test_every_readme_block_has_a_runner`, so the README cannot drift again."""
+"""Every code block of the README and of the guides in docs/ runs here, as written: the Python blocks
+are executed with tiny models standing in for the checkpoints they name, the command lines are
+parsed by the real CLI (flags, choices and the study they read), the YAML is loaded and validated.
+A block without a runner fails `test_every_block_has_a_runner`, so the documents cannot drift again
+(in docs/, a fence without a language is a figure, not code). Every relative link of these
+documents, BENCHMARKS.md and benchmarks/README.md must lead to a file, and an anchor to a heading."""
 
 from __future__ import annotations
 
@@ -23,21 +25,35 @@ from flare.cli import parse_command
 from flare.study.settings import load_study
 
 ROOT = Path(__file__).resolve().parents[1]
-README = (ROOT / "README.md").read_text(encoding="utf-8")
+README = ROOT / "README.md"
+# the documents whose code blocks run here: the README and every guide in docs/
+DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+LINKED = [*DOCUMENTS, ROOT / "BENCHMARKS.md", ROOT / "benchmarks" / "README.md"]
 FENCE = re.compile(r"^```(\w*)\n(.*?)^```", re.M | re.S)
 SWAHILI = ["chakula kizuri sana", "sipendi mvua hii", "habari za asubuhi", "kitabu hiki ni kibaya", "ndiyo", "hapana"]
 ENGLISH = ["very good food", "I do not like this rain", "good morning", "this book is bad", "yes", "no"]
 LABELS = [2, 0, 1, 0, 2, 0]
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    return [(match.group(1), match.group(2)) for match in FENCE.finditer(README)]
+def document_blocks() -> list[tuple[Path, str, str]]:
+    """(document, language, text) of every code block that must run: all of the README's, and the
+    fences with a language in docs/."""
+    found = []
+    for document in DOCUMENTS:
+        for match in FENCE.finditer(document.read_text(encoding="utf-8")):
+            if match.group(1) or document == README:
+                found.append((document, match.group(1), match.group(2)))
+    return found
+
+
+def _owner(marker: str) -> tuple[Path, str]:
+    found = [(document, text) for document, _, text in document_blocks() if marker in text]
+    assert len(found) == 1, f"{len(found)} blocks contain {marker!r}"
+    return found[0]
 
 
 def _block(marker: str) -> str:
-    found = [text for _, text in readme_blocks() if marker in text]
-    assert len(found) == 1, f"{len(found)} README blocks contain {marker!r}"
-    return found[0]
+    return _owner(marker)[1]
 
 
 def _command_lines(text: str) -> list[list[str]]:
@@ -54,7 +70,8 @@ def run_install(text, tmp_path, monkeypatch):
     extras = project["optional-dependencies"]
     for named in re.findall(r"\[([\w,]+)\]", text):
         assert set(named.split(",")) <= set(extras), named
-    extras_table = README.split("| extra | brings | for |", 1)[1].split("\n\n", 1)[0]
+    document = _owner("pip install ./flare-xlt")[0].read_text(encoding="utf-8")
+    extras_table = document.split("| extra | brings | for |", 1)[1].split("\n\n", 1)[0]
     table = set(re.findall(r"^\| `(\w+)` \|", extras_table, re.M))
     assert table == set(extras) - {"test"}, "the README's extras table and pyproject.toml's extras differ"
 
@@ -77,6 +94,7 @@ def run_develop(text, tmp_path, monkeypatch):
     for target in re.findall(r"^make (\S+)", text, re.M):
         assert re.search(rf"^{target}:", makefile, re.M), target
     assert "make test" in (ROOT / ".ci" / "run").read_text()  # CI runs the README's test command
+    assert "make fuzz" in text and "make quickstart" in text
 
 
 def run_download(text, tmp_path, monkeypatch):
@@ -150,7 +168,7 @@ def run_hub(text, tmp_path, monkeypatch):
 
 def run_command_line(text, tmp_path, monkeypatch, commands=("compare", "train", "evaluate", "translate", "predict",
                                                              "report")):
-    """Each line parses with the real CLI against the README's study YAML, and the run folders
+    """Each line parses with the real CLI against the study YAML of docs/cli.md, and the run folders
     the lines name sit in that study's output_dir."""
     study_text = _block("methods: [zero-shot, translate-test")
     (tmp_path / "study.yaml").write_text(study_text)
@@ -164,6 +182,11 @@ def run_command_line(text, tmp_path, monkeypatch, commands=("compare", "train", 
         assert name == argv[0]
         for path in re.findall(r"\bruns/\S+", " ".join(argv)):
             assert path.startswith(output_dir + "/"), f"{path} is not in the YAML's output_dir {output_dir}"
+
+
+def run_five_commands(text, tmp_path, monkeypatch):
+    run_command_line(text, tmp_path, monkeypatch, commands=("compare", "train", "evaluate", "predict", "report"))
+    assert len(_command_lines(text)) == 5
 
 
 def run_study_yaml(text, tmp_path, monkeypatch):
@@ -188,7 +211,7 @@ def run_joint_commands(text, tmp_path, monkeypatch):
 
 def run_trainer_fsdp2(text, tmp_path, monkeypatch):
     """The arguments run as written and make accelerate's FSDP2 plugin; the Trainer lines after them
-    need GPUs (accelerate prepares FSDP only there), so they are held to the text the README shows."""
+    need GPUs (accelerate prepares FSDP only there), so they are held to the text docs/library.md shows."""
     from transformers import TrainingArguments
 
     arguments, rest = text.split("trainer = Trainer(", 1)
@@ -266,7 +289,9 @@ def run_lm_eval_command(text, tmp_path, monkeypatch):
     lmeval extra (`make test-lmeval`); here: that test reads this very block."""
     recipe = (ROOT / "tests" / "integrations" / "test_lm_eval_recipe.py").read_text()
     assert 'split("## lm-evaluation-harness", 1)' in recipe and "```bash" in recipe
-    assert "## lm-evaluation-harness" in README.split(text, 1)[0]
+    document = _owner("python -m flare.integrations.lm_eval --model flare")[0]
+    assert document == ROOT / "docs" / "studies.md"  # where test_lm_eval_recipe.py reads it
+    assert "## lm-evaluation-harness" in document.read_text(encoding="utf-8").split(text, 1)[0]
     pytest.importorskip("lm_eval", reason="the lmeval extra is not installed (make test-lmeval runs this block)")
 
 
@@ -280,6 +305,7 @@ RUNNERS: dict[str, Callable] = {
     "SFTTrainer(": run_trl,
     'model.push_to_hub("you/flare-llama-swahili"': run_hub,
     "flare compare study.yaml --stage2.learning_rate": run_command_line,
+    "flare report runs/study/results.jsonl      # the tables again": run_five_commands,
     "methods: [zero-shot, translate-test": run_study_yaml,
     "held_out: [ace]": run_joint_yaml,
     "--joint_adapter true --text rows.jsonl": run_joint_commands,
@@ -293,13 +319,52 @@ RUNNERS: dict[str, Callable] = {
 }
 
 
-def test_every_readme_block_has_a_runner():
-    for language, text in readme_blocks():
+def test_every_block_has_a_runner():
+    for document, language, text in document_blocks():
         owners = [marker for marker in RUNNERS if marker in text]
-        assert len(owners) == 1, f"README {language} block starting {text[:60]!r} has runners {owners}"
+        name = document.relative_to(ROOT)
+        assert len(owners) == 1, f"{name}: {language} block starting {text[:60]!r} has runners {owners}"
 
 
 @pytest.mark.parametrize("marker", list(RUNNERS))
-def test_readme_block_runs_as_written(marker, tmp_path, monkeypatch):
+def test_block_runs_as_written(marker, tmp_path, monkeypatch):
     torch.manual_seed(0)
     RUNNERS[marker](_block(marker), tmp_path, monkeypatch)
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"[^\w\- ]", "", heading.strip().lower().replace("`", ""))
+    return text.replace(" ", "-")
+
+
+def _anchors(document: Path) -> set[str]:
+    text = FENCE.sub("", document.read_text(encoding="utf-8"))
+    return {_anchor(heading) for heading in re.findall(r"^#+ (.+)$", text, re.M)}
+
+
+def _links(document: Path) -> list[str]:
+    text = FENCE.sub("", document.read_text(encoding="utf-8"))
+    text = re.sub(r"`[^`\n]*`", "", text)  # code spans hold brackets that are not links
+    return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def test_every_relative_link_resolves():
+    broken = []
+    for document in LINKED:
+        for link in _links(document):
+            if re.match(r"[a-z]+:", link):
+                continue  # https:, mailto: ... lead outside the repository
+            path, _, anchor = link.partition("#")
+            target = (document.parent / path).resolve() if path else document
+            if not target.exists():
+                broken.append(f"{document.relative_to(ROOT)}: {link} (no such file)")
+            elif anchor and target.suffix == ".md" and anchor not in _anchors(target):
+                broken.append(f"{document.relative_to(ROOT)}: {link} (no such heading)")
+    assert broken == []
+
+
+def test_the_anchor_rule():
+    assert _anchor("Where FLARE's gain comes from (issue 18): five languages, 3 seeds") == (
+        "where-flares-gain-comes-from-issue-18-five-languages-3-seeds")
+    assert _anchor("The quick start (`make quickstart`)") == "the-quick-start-make-quickstart"

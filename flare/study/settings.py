@@ -122,7 +122,7 @@ class DataSettings:
             every validation and test pass where they fit the budgets below, and otherwise
             recomputes them with a one-line note; "on" is the same but refuses, in one line, a run
             whose states do not fit; "off" recomputes them in every pass. Results are the same
-            bit for bit in all three (README, "Computing the English side once").
+            bit for bit in all three (docs/library.md, "Computing the English side once").
         english_cache_ram_mib: memory the cached English states may take (MiB); the runs of one
             command share them (the same backbone and English sentences: once per study).
         english_cache_disk_mib: past the memory budget, disk the states may take (MiB), in
@@ -223,7 +223,7 @@ class Study:
         family: the model's input family: "encoder", "decoder" or "encoder-decoder"; empty: inferred
             from transformers' auto classes (set it for an architecture they do not classify).
         load_in_4bit: load the base in 4-bit NF4 (bitsandbytes; stage 1 is then merged into a
-            de-quantised copy, see README).
+            de-quantised copy, see docs/scale.md).
         device: "auto" (this process's CUDA GPU, else MPS, else the CPU), "cuda" (this process's GPU:
             cuda:LOCAL_RANK under torchrun or accelerate launch), "cuda:N", "mps" or "cpu".
         dtype: dtype of the frozen base: "auto" (bfloat16 on a GPU that has it, else float16; float32

@@ -141,7 +141,7 @@ def test_every_fusion_trains_on_every_architecture(arch, fusion):
 def test_mt5_fuses_in_the_encoder_only():
     model = get_flare_model(tiny.mt5(), FlareConfig())
     names = model.fused_modules
-    assert names and all(n.startswith("encoder.") for n in names)  # the decoder runs plain LoRA (README)
+    assert names and all(n.startswith("encoder.") for n in names)  # decoder: plain LoRA (docs/reference-code.md)
     assert any(n.startswith("decoder.") and "lora_A" in n for n, _ in model.backbone.named_modules())
     tiny.randomize_lora_B(model)
     ids, _ = tiny.batch(2, 7, seed=0)

@@ -1,5 +1,5 @@
 """Stage 1 on a 4-bit base: the LoRA is merged exactly into the full-precision original weights,
-saved in full precision, and quantised once when stage 2 loads it (documented in the README)."""
+saved in full precision, and quantised once when stage 2 loads it (documented in docs/scale.md)."""
 
 import json
 

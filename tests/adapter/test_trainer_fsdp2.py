@@ -1,4 +1,4 @@
-"""The README's Trainer + FSDP2 recipe: its TrainingArguments become accelerate's FSDP2 plugin, whose
+"""The Trainer + FSDP2 recipe of docs/library.md: its TrainingArguments become accelerate's FSDP2 plugin, whose
 auto-wrap makes every layer holding a fused lora_A its own unit (so the fusion runs inside the
 unit that owns A) and saves a full state dict that FlareModel.save_pretrained writes.
 
@@ -15,7 +15,7 @@ from tiny_models import xlmr_classifier
 
 
 def readme_arguments(output_dir) -> TrainingArguments:
-    """The README block's arguments, as written there."""
+    """The arguments of the docs/library.md block, as written there."""
     return TrainingArguments(
         output_dir, per_device_train_batch_size=8, learning_rate=5e-4, num_train_epochs=1,
         fsdp="full_shard auto_wrap",

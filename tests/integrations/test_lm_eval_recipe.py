@@ -1,4 +1,4 @@
-"""README.md's lm-evaluation-harness recipe, both blocks as written (the NusaX export, then lm-eval's
+"""docs/studies.md's lm-evaluation-harness recipe, both blocks as written (the NusaX export, then lm-eval's
 command line through `python -m flare.integrations.lm_eval`), on a tiny random Llama with a FLARE
 adapter in place of a study's models, 4 documents (--limit 4) and the CPU (--device cpu)."""
 
@@ -21,8 +21,8 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _readme_blocks() -> tuple[str, str]:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def _recipe_blocks() -> tuple[str, str]:
+    text = (ROOT / "docs" / "studies.md").read_text(encoding="utf-8")
     section = text.split("## lm-evaluation-harness", 1)[1].split("\n## ", 1)[0]
     python = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     bash = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
@@ -30,10 +30,10 @@ def _readme_blocks() -> tuple[str, str]:
 
 
 def test_the_readme_recipe_runs(tmp_path, monkeypatch, data_dir, capsys):
-    python, bash = _readme_blocks()
+    python, bash = _recipe_blocks()
     monkeypatch.setenv("FLARE_DATA_DIR", str(data_dir))
     monkeypatch.chdir(tmp_path)
-    exec(compile(python, "README.md", "exec"), {})  # the export block, as written
+    exec(compile(python, "docs/studies.md", "exec"), {})  # the export block, as written
     rows = [json.loads(line) for line in Path("nusax_test.jsonl").read_text(encoding="utf-8").splitlines()]
     assert len(rows) == 400 and all(row["text_en"] and row["text"] != row["text_en"] for row in rows)
     # the study's models: a tiny Llama and a FLARE adapter with B != 0, where the recipe expects them

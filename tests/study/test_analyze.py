@@ -47,7 +47,8 @@ def _rows(path: Path) -> list[dict]:
 
 def test_analysis_of_a_study_writes_tables_figures_and_the_cross_language_plot(study_folder, capsys):
     root, study = study_folder
-    assert main(["analyze", str(root / "study.yaml"), "--min_pairs", "4"]) == 0  # README: `flare analyze study.yaml`
+    # docs/studies.md: `flare analyze study.yaml`
+    assert main(["analyze", str(root / "study.yaml"), "--min_pairs", "4"]) == 0
     folder = Path(study.output_dir) / "analysis"
     paths = {"csv": folder / "alignment.csv", "markdown": folder / "alignment.md",
              "png_de": folder / "alignment-de.png", "png_nl": folder / "alignment-nl.png",
@@ -124,7 +125,7 @@ def test_a_model_without_a_study_is_analysed_alone(study_folder, tmp_path):
     root, study = study_folder
     fresh = toy_study(root / "encoder", tmp_path / "new", task=study.task, languages=["de"])
     (tmp_path / "study.yaml").write_text(yaml.safe_dump(study_to_dict(fresh)), encoding="utf-8")
-    # README: `flare analyze study.yaml --languages [jav,sun] --models [base] --cross_language false`
+    # docs/studies.md: `flare analyze study.yaml --languages [jav,sun] --models [base] --cross_language false`
     assert main(["analyze", str(tmp_path / "study.yaml"), "--languages", "[de,nl]", "--models", "[base]",
                  "--cross_language", "false", "--min_pairs", "4"]) == 0
     folder = tmp_path / "new" / "analysis"

@@ -1,4 +1,4 @@
-"""benchmarks/english_side_report.py on small synthetic study records: every expected number is
+"""benchmarks/english_sides/english_side_report.py on small synthetic study records: every expected number is
 computed here from the synthetic scores, not copied from the script's output."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from flare.study.report import paired_difference
 from flare.study.stats import t_quantile_975
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "english_side_report.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "english_sides" / "english_side_report.py"
 spec = importlib.util.spec_from_file_location("english_side_report", SCRIPT)
 esr = importlib.util.module_from_spec(spec)
 sys.modules[spec.name] = esr  # dataclasses look their module up there

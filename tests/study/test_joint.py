@@ -186,16 +186,16 @@ def test_a_joint_study_scores_each_language_leaves_one_out_and_predicts_mixed_in
 
 
 def test_the_readme_joint_settings_make_the_runs_it_describes():
-    """Mirrors README.md's YAML block under "One adapter for many languages" (its bash block is
+    """Mirrors docs/studies.md's YAML block under "One adapter for many languages" (its bash block is
     mirrored by the predict and evaluate calls of the study test above)."""
     from pathlib import Path
 
     from flare.files import load_yaml
     from flare.study.settings import from_dict
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    block = readme.split("## One adapter for many languages", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
-    study = from_dict(Study, {"task": "nusax", **load_yaml(block, "README")}).validate()
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "studies.md").read_text(encoding="utf-8")
+    block = guide.split("## One adapter for many languages", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    study = from_dict(Study, {"task": "nusax", **load_yaml(block, "docs/studies.md")}).validate()
     scopes = [(run.method, run.language, run.scope) for run in plan(study)]
     assert len(scopes) == 14  # 3 languages x 2 methods x (per-language, joint), and ace left out by both
     assert [s for s in scopes if s[2] == "held-out"] == [("translate-train", "ace", "held-out"),

@@ -3,7 +3,8 @@ language on a NusaX split, the x axis for "FLARE's margin over LoRA against the 
 chrF" (issue 18). Seeded variants (shuffled, noise) use the study's seed numbering.
 
 Command (from the repository root):
-    FLARE_DATA_DIR=../shared/data .venv/bin/python benchmarks/english_sides.py --languages ace bbc jav nij sun
+    FLARE_DATA_DIR=../shared/data .venv/bin/python benchmarks/english_sides/english_sides.py \
+        --languages ace bbc jav nij sun
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from flare.data.tasks import get_task  # noqa: E402

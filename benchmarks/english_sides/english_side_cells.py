@@ -1,4 +1,4 @@
-"""The cells of benchmarks/english_side_report.py: study records grouped into rows, per-language and
+"""The cells of benchmarks/english_sides/english_side_report.py: study records grouped into rows, per-language and
 average cells with 95% t intervals, paired differences, markdown tables.
 
 A language cell is the mean over its seeds, ± the half width of a 95% t interval (flare.study.stats)

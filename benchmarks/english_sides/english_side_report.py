@@ -2,7 +2,7 @@ r"""Where does FLARE's gain come from (issue 18): the tables and plot of the Eng
 benchmarks/reproduce/nusax-controls.yaml and benchmarks/reproduce/nusax-realistic.yaml.
 
 Command (from the repository root):
-    FLARE_DATA_DIR=../shared/data .venv/bin/python benchmarks/english_side_report.py \
+    FLARE_DATA_DIR=../shared/data .venv/bin/python benchmarks/english_sides/english_side_report.py \
         --controls benchmarks/results/nusax-controls/results.jsonl \
         --realistic benchmarks/results/nusax-realistic/results.jsonl
 
@@ -10,23 +10,22 @@ Writes report.md (also printed), margin_vs_chrf.png and chrf.json into --out (de
 benchmarks/results/english-sides/). The studies may be partial: every cell says how many seeds (s)
 and languages (l) it has, and a cell without runs says "not measured".
 
-Statistics (cells, intervals, paired margins): benchmarks/english_side_cells.py.
+Statistics (cells, intervals, paired margins): benchmarks/english_sides/english_side_cells.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.english_side_cells import (  # noqa: E402
+from benchmarks.english_sides.english_side_cells import (  # noqa: E402
     BASELINE,
     NOT_MEASURED,
     Key,
@@ -44,7 +43,7 @@ from benchmarks.english_side_cells import (  # noqa: E402
     row_name,
     table,
 )
-from benchmarks.english_side_remedies import gate_section, remedy_section  # noqa: E402
+from benchmarks.english_sides.english_side_remedies import gate_section, remedy_section  # noqa: E402
 from flare.errors import FlareError  # noqa: E402
 from flare.files import write_atomically  # noqa: E402
 from flare.study.report import load_results  # noqa: E402
@@ -234,7 +233,7 @@ def wall_time_section(studies: Mapping[str, Sequence[Mapping]]) -> list[str]:
 def load_chrf(out: Path, given: Path | None, languages: Sequence[str], sides: Sequence[str], seed: int,
               split: str, data_dir: str | None) -> tuple[dict, list[str]]:
     """{language: {side: {"chrf", "bleu"}}}: --chrf if given, else out/chrf.json plus whatever it lacks,
-    computed with benchmarks/english_sides.py (and cached back into out/chrf.json)."""
+    computed with benchmarks/english_sides/english_sides.py (and cached back into out/chrf.json)."""
     notes: list[str] = []
     if given is not None:
         table = json.loads(given.read_text(encoding="utf-8"))
@@ -244,16 +243,15 @@ def load_chrf(out: Path, given: Path | None, languages: Sequence[str], sides: Se
         todo = {lang: [s for s in sides if s not in table.get(lang, {})] for lang in languages}
         if any(todo.values()):
             try:
-                script = Path(__file__).with_name("english_sides.py")
-                spec = importlib.util.spec_from_file_location("english_sides", script)
-                module = importlib.util.module_from_spec(spec)
-                spec.loader.exec_module(module)
+                # imported here, not at the top: only a missing chrF needs it, and it loads the MT stack
+                from benchmarks.english_sides import english_sides as module
                 for lang, missing in todo.items():
                     if missing:
                         scores = module.side_quality(lang, missing, split, seed, data_dir)
                         table.setdefault(lang, {}).update(scores)
             except (FlareError, OSError, ImportError, ValueError) as error:
-                notes.append(f"chrF not computed ({error}); pass --chrf JSON (benchmarks/english_sides.py --json)")
+                notes.append(f"chrF not computed ({error}); "
+                             "pass --chrf JSON (benchmarks/english_sides/english_sides.py --json)")
     out.mkdir(parents=True, exist_ok=True)
     write_atomically(out / "chrf.json", json.dumps(table, indent=2, sort_keys=True) + "\n")
     return table, notes
@@ -282,6 +280,7 @@ def points_section(points: Sequence[dict]) -> list[str]:
              fmt(p["margin"], signed=True)] for p in points]
     return ["## Margin over translate-train (LoRA) against the English side's chrF (train side = test side)", "",
             *table(["study", "method", "English side", "chrF vs gold English", "margin"], body, text=3), "",
+            # the committed report.md names the script by its path before benchmarks/english_sides/ existed
             "chrF: corpus chrF of the side against the gold English (benchmarks/english_sides.py; --split, seeded "
             "sides at --seed, by default test and 1), "
             "mean over the languages of the margin. Plotted in margin_vs_chrf.png."]
@@ -336,7 +335,8 @@ def main(argv: Sequence[str] | None = None) -> str:
     parser.add_argument("--remedy-gate", type=Path,
                         default=ROOT / "benchmarks/results/nusax-remedy-gate/results.jsonl")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    parser.add_argument("--chrf", type=Path, help="chrF table, as benchmarks/english_sides.py --json writes it")
+    parser.add_argument("--chrf", type=Path,
+                        help="chrF table, as benchmarks/english_sides/english_sides.py --json writes it")
     parser.add_argument("--data-dir", default=None, help="datasets folder (default: $FLARE_DATA_DIR)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the seeded sides (shuffled, noise) for chrF")
     parser.add_argument("--split", default="test", help="NusaX split the chrF is measured on")

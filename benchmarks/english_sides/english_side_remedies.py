@@ -1,4 +1,4 @@
-"""The remedies' sections of benchmarks/english_side_report.py: FLARE given a machine-made English
+"""The remedies' sections of benchmarks/english_sides/english_side_report.py: FLARE given a machine-made English
 side, trained on gold, on that side or on a mix, with and without the learned English gate, and the
 gate paired against plain FLARE with the values training left it at."""
 
@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
-from benchmarks.english_side_cells import (
+from benchmarks.english_sides.english_side_cells import (
     BASELINE,
     NOT_MEASURED,
     average,
