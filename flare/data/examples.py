@@ -207,7 +207,7 @@ def read_records(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
         columns = sorted({key for row in rows for key in row})
         return rows, columns
     if suffix == ".parquet":
-        import pyarrow.parquet as pq  # imported lazily: only custom Parquet datasets need it
+        import pyarrow.parquet as pq  # here: only Parquet files need it, and `flare --help` reads this module
 
         try:
             table = pq.read_table(path)

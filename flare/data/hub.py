@@ -44,7 +44,7 @@ def check_hub_reachable(what: str) -> None:
 def _load(path: str, config: str | None, split: str):
     check_hub_reachable(f"the Hub dataset {path}/{config} split {split}")
     try:
-        from datasets import load_dataset
+        from datasets import load_dataset  # seconds to import; `flare --help` reads this module's task list
 
         return load_dataset(path, config, split=_HUB_SPLITS.get(split, split))
     except Exception as err:  # any Hub/network failure becomes one clear line
@@ -71,7 +71,7 @@ def load_dataset_rows(arguments: dict[str, Any], split: str, language: str) -> t
     name = f"/{filled['name']}" if filled.get("name") else ""
     where = f"dataset {filled['path']}{name} split {filled['split']}"
     try:
-        from datasets import load_dataset
+        from datasets import load_dataset  # seconds to import; `flare --help` reads this module's task list
 
         rows = load_dataset(**filled)
     except Exception as err:  # a missing dataset, split or file, or no network: one line

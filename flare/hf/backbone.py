@@ -64,8 +64,8 @@ class BackboneSpec:
         return self.answer != "none"
 
     def model_class(self) -> Any:
-        """The transformers Auto class of this spec (imported here, not at module import)."""
-        import transformers
+        """The transformers Auto class of this spec."""
+        import transformers  # here: `flare --help` reads this module (the families), and transformers takes seconds
 
         return getattr(transformers, self.auto_class)
 
@@ -129,7 +129,7 @@ def model_family(config: Any, family: Family | None = None) -> Family:
     an encoder-decoder has a seq2seq LM class (or says `is_encoder_decoder`), an encoder has a
     masked-LM class (BERT-likes also register a causal-LM head, so this test comes first), a
     decoder has only a causal-LM class. `family` overrides the inference."""
-    from transformers.models.auto.modeling_auto import (
+    from transformers.models.auto.modeling_auto import (  # here, as in model_class: --help reads this module
         MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
         MODEL_FOR_MASKED_LM_MAPPING_NAMES,
         MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,

@@ -239,7 +239,7 @@ class FlareLM(LM):
 
 def main(argv: list[str] | None = None) -> int:
     """lm-eval's command line with the `flare` model registered; a FlareError is one line, exit 2."""
-    from lm_eval.__main__ import cli_evaluate
+    from lm_eval.__main__ import cli_evaluate  # the lmeval extra's command line: loaded only when run
 
     sys.argv = [sys.argv[0], *(sys.argv[1:] if argv is None else argv)]
     try:

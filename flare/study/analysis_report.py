@@ -108,7 +108,8 @@ def _markdown(records: Sequence[Mapping[str, Any]], cross: dict[str, Any] | None
 
 
 def _figure(width: float, height: float):
-    # the object API with an explicit Agg canvas, as report.py: no pyplot state, no global backend change
+    # the object API with an explicit Agg canvas, as report.py: no pyplot state, no global backend change;
+    # imported here: matplotlib is the optional `plots` extra
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     arguments = _arguments(argv)
     start = time.perf_counter()
     try:
-        from flare.study.pipeline import compare, quiet_libraries
+        from flare.study.pipeline import compare, quiet_libraries  # torch: after the arguments are checked
 
         quiet_libraries()
         data_dir, note = quickstart_data_dir()

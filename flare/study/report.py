@@ -301,7 +301,8 @@ def _wall_time_table(records: Sequence[Mapping[str, Any]], s: TaskSummary) -> li
 
 def _plot(summaries: Mapping[str, TaskSummary], path: Path, title: str) -> None:
     # The object API with an explicit Agg canvas: no pyplot state, no display, and no global
-    # matplotlib.use() that would change the backend of the process that imported us.
+    # matplotlib.use() that would change the backend of the process that imported us. Imported
+    # here: matplotlib is the optional `plots` extra.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
