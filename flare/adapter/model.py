@@ -21,12 +21,12 @@ from peft import PeftModel
 from torch import nn
 
 from flare.adapter.capture import SourceRecorder, fusing_modules
-from flare.adapter.peft_compat import PeftCompatible, expose_source_arguments
 from flare.adapter.config import FlareConfig
 from flare.adapter.fusion import TARGET_KEYED, fuse, make_fusion_module
 from flare.adapter.generation import check_cached_decoding, uses_cache
 from flare.adapter.inputs import check_ids, check_mask, check_states, check_unmasked_ids, pad_token_id
 from flare.adapter.pairing import pack, partners, row_extent
+from flare.adapter.peft_compat import PeftCompatible, expose_source_arguments
 from flare.errors import FlareError
 
 GATE_SCALE = 64.0  # a power of two: theta = -1/64 closes a gate exactly
