@@ -120,7 +120,7 @@ def evaluate(study, language: str, method: str = "zero-shot", adapter_dir: str |
             values.append(value)
     pipeline = Pipeline(study)
     run = Run(method, fusion, language, study.seeds[0])
-    return pipeline.single(run, record=False, adapter=None if adapter_dir is None else Path(adapter_dir),
+    return pipeline.single(run, record=False, adapter_dir=None if adapter_dir is None else Path(adapter_dir),
                            test_file=None if test is None else Path(test))
 
 

@@ -79,7 +79,8 @@ class FlareConfig:
             g = 1 + 64 theta so that it can move at LoRA learning rates. Meant for a poor English
             side (machine translation), which training can then turn down. Experimental and not
             recommended: on NusaX with a word-by-word MT it gave no gain over plain FLARE and
-            training turned the gates up, not down (BENCHMARKS.md, issue 18); kept to reproduce that.
+            training turned the gates up, not down (BENCHMARKS.md, "Where FLARE's gain comes from");
+            kept to reproduce that.
         modules_to_save: extra modules trained in full and saved with the adapter (task heads).
         task_type: PEFT task type (e.g. "SEQ_CLS", "CAUSAL_LM"); selects PEFT's head handling.
     """

@@ -41,6 +41,10 @@ class PromptTemplate:
 
 @dataclass
 class Task:
+    """A task: its languages, splits and labels, how its files are read, and how each model family
+    sees an example (encoder fields, decoder and seq2seq prompts, verbalizer). Built-in tasks live in
+    flare/data/tasks.py; a user's own come from a task YAML (flare/data/custom_task.py)."""
+
     name: str
     type: Literal["classification", "qa"]
     languages: list[str]

@@ -33,6 +33,8 @@ IGNORE_INDEX = -100
 
 @dataclass(frozen=True)
 class FormatSettings:
+    """How examples become token ids: lengths, truncation, QA windows and padding."""
+
     max_length: int = 128  # per side; input fusion gets twice this
     truncation_side: Literal["left", "right"] | None = None  # None: the backbone's (BackboneSpec.truncation_side)
     doc_stride: int = 32  # encoder QA: overlap between context windows

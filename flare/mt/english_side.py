@@ -3,7 +3,7 @@
 The gold English of NusaX and XNLI is a human translation, an oracle no user with a new language
 has. These variants separate what the English *information* contributes from what the second pass
 and the fusion contribute (the controls), and show what survives a realistic English side
-(issue 18):
+(BENCHMARKS.md, "Where FLARE's gain comes from"):
 
 * ``gold``: the pair as loaded;
 * ``shuffled``: each target with the English of *another* example (a fixed permutation per seed
@@ -16,7 +16,7 @@ and the fusion contribute (the controls), and show what survives a realistic Eng
   (:mod:`flare.mt.lexicon`);
 * ``mix-lexicon`` / ``mix-noise50``: half of the examples (fixed per seed and example) with that
   side, the others gold: training on both teaches a model not to trust the English blindly, for a
-  test-time English that is machine made (issue 18's remedy; experimental and not recommended:
+  test-time English that is machine made (a remedy; experimental and not recommended:
   with the lexicon MT at test time it gave no measurable gain over gold training, BENCHMARKS.md).
 
 Every variant is a pure function of the pairs (and the seed): it returns new pairs and changes

@@ -3,7 +3,7 @@
 A NusaX local language reaches English through Indonesian: the ``ind-<lang>.csv`` table read
 backwards (local -> Indonesian), then ``ind-eng.csv`` (Indonesian -> English). This is the English
 side a user without a trained MT system could build, so it shows how much of FLARE's gain survives
-a poor English side (issue 18).
+a poor English side (BENCHMARKS.md, "Where FLARE's gain comes from").
 
 Rules, chosen to be deterministic and simple to state:
 

@@ -63,7 +63,7 @@ _TABLE = (
     Method("translate-test", "translate-test", "source", trains=False, english_at_test=True),
     Method("translate-train", "translate-train (LoRA)", "target", trains=True),
     # LoRA trained on the target data plus the English sentences as extra examples: FLARE's English
-    # exposure without its fusion (issue 18's control)
+    # exposure without its fusion (a control, BENCHMARKS.md, "Where FLARE's gain comes from")
     Method("translate-train+english", "translate-train + English (LoRA)", "target", trains=True,
            english_in_training=True, english_as_examples=True),
     # the paper's X-Mixup row (Yang et al. 2022), trained through LoRA like every other row

@@ -120,16 +120,16 @@ class Pipeline:
         metrics = evaluate_items(model, formatter, items, batch_size, extra, progress=False)
         return metrics[self.task.metric]
 
-    def run(self, run: Run, stage1_dir: Path | str, adapter: Path | None = None,
+    def run(self, run: Run, stage1_model: Path | str, adapter_dir: Path | None = None,
             test_pairs: list[Pair] | None = None) -> dict[str, Any]:
-        """One method on one language with one seed; returns its result record. With `adapter`
+        """One method on one language with one seed; returns its result record. With `adapter_dir`
         (a saved adapter folder of this method), nothing is trained: that adapter is scored; with
         `test_pairs`, they are scored instead of the task's test split."""
         start = time.perf_counter()
         method = METHODS[run.method]
         view = method.view
         backbone, tokenizer, family = load_backbone(
-            str(stage1_dir), self.task, placement=self.placement, family=self.study.family
+            str(stage1_model), self.task, placement=self.placement, family=self.study.family
         )
         formatter = PairFormatter(self.task, tokenizer, family, view, self.format)
         run_dir = run.folder(self.out)
@@ -138,31 +138,31 @@ class Pipeline:
         test = self.data.english(test, run.test_english, run.seed, run.language)
         # written once the adapter is saved: the other test sides, and a joint adapter's other languages, reuse it
         trained = run_dir / "trained.json"
-        reused = adapter is None and (run.test_english is not None or run.joint) and trained.is_file()
+        reused = adapter_dir is None and (run.test_english is not None or run.joint) and trained.is_file()
         languages = run.trained_languages(self.study.languages)
         if reused:
-            adapter = run_dir / "adapter"
+            adapter_dir = run_dir / "adapter"
             check_joint_languages(run_dir, languages)
         if not method.trains:
             model = backbone
         else:
             train, valid = [], []
-            if adapter is None:
+            if adapter_dir is None:
                 train, valid = self.data.training(run, languages)
             source_dim = None
             items = [i for pool in train.pools.values() for i in pool] if run.joint and train else list(train)
             if method.mt_states:
                 extra, source_dim = self.data.mt_inputs(items + valid + test)
             torch.manual_seed(run.seed)  # the fresh adapter's A initialisation
-        training = adapter is None and method.trains
-        if adapter is not None:
-            model = saved_model(run.method, load_flare_model(backbone, adapter), adapter)
-            summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter)}
+        training = adapter_dir is None and method.trains
+        if adapter_dir is not None:
+            model = saved_model(run.method, load_flare_model(backbone, adapter_dir), adapter_dir)
+            summary = json.loads(trained.read_text(encoding="utf-8")) if reused else {"adapter": str(adapter_dir)}
         elif training:
-            adapter = flare_config(
+            adapter_config = flare_config(
                 self.study.adapter.flare_kwargs(), self.task, family, run.fusion or "add_relu", source_dim
             )
-            model = training_model(run.method, adapt(backbone, adapter), self.study, self.task, run.seed)
+            model = training_model(run.method, adapt(backbone, adapter_config), self.study, self.task, run.seed)
         cache = None
         if method.fused and view == "flare":  # FLARE's English pass once per example (data.english_cache)
             cache = attach_english_cache(model, formatter, items + valid + test, self.study.data,
@@ -223,21 +223,21 @@ class Pipeline:
         runs = plan(self.study, folder_variant(self.study))
         return done, [r for r in runs if r.record_id(self.task.name) not in done]
 
-    def single(self, run: Run, record: bool = True, adapter: Path | None = None,
+    def single(self, run: Run, record: bool = True, adapter_dir: Path | None = None,
                test_file: Path | None = None) -> dict[str, Any]:
         """One run (`flare train`, or `flare evaluate` with record=False), stage 1 first when it is
         missing; the folder is locked and its study.yaml checked and written as by `compare`. With
         `test_file` (a user's labelled file, see `pairs_from_file`), it is scored instead of the
         task's test split."""
         run = replace(run, variant=folder_variant(self.study))
-        check_plan(self.study, self.task, self.data, [run], trains=adapter is None, test_split=test_file is None)
+        check_plan(self.study, self.task, self.data, [run], trains=adapter_dir is None, test_split=test_file is None)
         test_pairs = None if test_file is None else self.data.test_file(test_file, run)
         create_output_dir(self.out)
         with _folder_lock(self.out, f"flare {'train' if record else 'evaluate'}"):
             check_same_settings(self.study)  # another command may have recorded other settings meanwhile
             if _main_process():
                 record_settings(self.study, self.placement.describe())
-            result = self.run(run, self.stage1(), adapter, test_pairs)
+            result = self.run(run, self.stage1(), adapter_dir, test_pairs)
             self._forget_english_cache()
             if test_file is not None:
                 result["test_file"] = str(test_file)
@@ -268,14 +268,14 @@ class Pipeline:
             record_settings(self.study, self.placement.describe())
         print(f"{len(done)} runs already recorded, {len(todo)} to go", flush=True)
         if todo:
-            stage1_dir = self.stage1()
+            stage1_model = self.stage1()
             started = time.perf_counter()
             for number, run in enumerate(todo, 1):
                 if deadline is not None and time.perf_counter() > deadline:
                     print(f"time budget spent: {len(todo) - number + 1} runs left for the next chunk", flush=True)
                     break
                 print(f"[{number}/{len(todo)}] {run.label} {run.language} seed {run.seed}", flush=True)
-                record = self.run(run, stage1_dir)
+                record = self.run(run, stage1_model)
                 if not _main_process():
                     continue  # every process trains (its share); the first one records
                 append_record(self.results_path, record)

@@ -13,6 +13,10 @@ from flare.study.settings import Study
 
 @dataclass(frozen=True)
 class Run:
+    """One training-and-scoring unit of a study: a method (with its fusion) on one target language
+    and seed, with the English sides it trains and tests with; its record id and folder follow from
+    these fields."""
+
     method: str
     fusion: str | None
     language: str

@@ -1,4 +1,4 @@
-"""How a joint adapter's epochs mix its languages (issue 38).
+"""How a joint adapter's epochs mix its languages (docs/studies.md, "One adapter for many languages").
 
 Each language l with n_l training examples gets a share p_l of an epoch: proportional (p_l = n_l / sum n)
 or temperature-based (p_l proportional to n_l^(1/T), as multilingual MT up-samples small languages).

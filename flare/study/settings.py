@@ -151,7 +151,7 @@ class DataSettings:
 
 @dataclass
 class JointSettings:
-    """One adapter for many target languages (issue 38): which adapters the trained methods get, and
+    """One adapter for many target languages (docs/studies.md): which adapters the trained methods get, and
     how a joint adapter's training mixes its languages.
 
     Args:

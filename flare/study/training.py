@@ -49,6 +49,9 @@ Evaluate = Callable[[torch.nn.Module], float]
 
 @dataclass
 class TrainResult:
+    """What `fit` returns: the best validation score and its epoch (the weights kept), how far
+    training went, the per-epoch history and this call's per-batch losses."""
+
     best_score: float | None
     best_epoch: int
     epochs: int

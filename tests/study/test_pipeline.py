@@ -79,11 +79,11 @@ def test_rerun_skips_recorded_runs_and_continues_after_an_interruption(tiny_enco
     original = Pipeline.run
     calls = []
 
-    def interrupted(self, run, stage1_dir):
+    def interrupted(self, run, stage1_model):
         if len(calls) == 2:
             raise KeyboardInterrupt
         calls.append(run)
-        return original(self, run, stage1_dir)
+        return original(self, run, stage1_model)
 
     monkeypatch.setattr(Pipeline, "run", interrupted)
     with pytest.raises(KeyboardInterrupt):
