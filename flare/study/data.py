@@ -113,27 +113,33 @@ class StudyData:
         as extra model inputs, and their width. Every text is encoded once and kept in
         <output_dir>/mt_states (safetensors), shared by all seeds (keyed by the encoder's dtype too,
         as states computed in bfloat16 differ)."""
-        study = self.study
-        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
-                            language_map=study.language_map)
+        encoder = mt_encoder(self.study)
         fields = self.task.text_fields
-
-        def text(item: Pair | Example) -> str:
-            target = item.target if isinstance(item, Pair) else item
-            return " ".join(target.fields[f] for f in fields)
 
         def language(item: Pair | Example) -> str:
             return (item.target if isinstance(item, Pair) else item).language
 
         for code in dict.fromkeys(language(i) for i in items):
-            store = precompute_encoder_states(encoder, [text(i) for i in items if language(i) == code], code,
-                                              self.out / "mt_states", show_progress=False)
+            store = precompute_encoder_states(encoder, [mt_text(i, fields) for i in items if language(i) == code],
+                                              code, self.out / "mt_states", show_progress=False)
 
         def states(batch_items: list) -> dict:
-            encoded, mask = store.get([text(i) for i in batch_items], [language(i) for i in batch_items])
+            encoded, mask = store.get([mt_text(i, fields) for i in batch_items], [language(i) for i in batch_items])
             return {"source_states": encoded, "source_attention_mask": mask}
 
         return states, encoder.hidden_size
+
+
+def mt_encoder(study: Study) -> MTEncoder:
+    """FLARE-MT's encoder as a study's settings describe it: model, length, device, dtype, language tags."""
+    return MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
+                     language_map=study.language_map)
+
+
+def mt_text(item: Pair | Example, fields: list[str]) -> str:
+    """What FLARE-MT's encoder reads of an item: the target's text fields, in the task's order."""
+    target = item.target if isinstance(item, Pair) else item
+    return " ".join(target.fields[f] for f in fields)
 
 
 def _tagged(item: Pair | Example, language: str) -> Pair | Example:

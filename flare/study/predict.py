@@ -17,8 +17,8 @@ from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
-from flare.mt.encoder import MTEncoder
 from flare.mt.translate import translate_columns
+from flare.study.data import mt_encoder, mt_text
 from flare.study.folder import folder_variant, stage1_dir, stage1_done, stage1_source
 from flare.study.methods import METHODS
 from flare.study.objectives import saved_model
@@ -178,11 +178,10 @@ def predict_texts(study: Study, language: str | list[str], texts: list[str], eng
         ]
     extra = None
     if METHODS[method].mt_states:
-        encoder = MTEncoder(study.mt_model, max_length=study.data.max_length, device=study.device, dtype=study.dtype,
-                            language_map=study.language_map)
+        encoder = mt_encoder(study)
 
         def extra(chunk):
-            states, mask = encoder.encode_each([" ".join(ex.fields.values()) for ex in chunk],
+            states, mask = encoder.encode_each([mt_text(ex, task.text_fields) for ex in chunk],
                                                [ex.language for ex in chunk])
             return {"source_states": states, "source_attention_mask": mask}
 
