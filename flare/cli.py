@@ -326,14 +326,11 @@ def _placement(name: str, values: dict):
     """Where the command's models will run, for the commands that load one."""
     if name not in STUDY_COMMANDS and name != "translate":
         return None  # `report` loads no model and needs no torch
-    from flare.hf.device import resolve_placement
-
     if name in STUDY_COMMANDS:
-        study = values["study"]
-        return resolve_placement(study.device, study.dtype, study.load_in_4bit)
-    if name == "translate":
-        return resolve_placement(values["device"], values["dtype"])
-    return None
+        return values["study"].placement()
+    from flare.hf.device import resolve_placement  # torch: not for --help or report
+
+    return resolve_placement(values["device"], values["dtype"])
 
 
 def _check_config(path: str) -> None:

@@ -27,7 +27,6 @@ from flare.data.tasks import get_task
 from flare.errors import FlareError
 from flare.files import write_atomically
 from flare.hf.alignment import layer_alignment
-from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.representations import layer_representations
@@ -129,7 +128,7 @@ def analyze(study: Study, models: list[str] | None = None, split: str = "test", 
                              f"fewer than min_pairs {min_pairs}")
     settings = {"task": task.name, "split": split, "source": study.data.source, "max_pairs": max_pairs,
                 "max_length": study.data.max_length, "seed": seed, "fusion": fusion}
-    placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
+    placement = study.placement()
     base_source = stage1_source(study) if stage1_done(study) else study.model
     todo = [(lang, m) for lang, m in plan if _stale(_part_path(out, m.name, lang), settings, m, base_source)]
     print(f"analyze: {len(plan) - len(todo)} (model, language) results already saved, {len(todo)} to go", flush=True)

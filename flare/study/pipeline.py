@@ -32,7 +32,6 @@ from flare.data.examples import LoadStats, Pair
 from flare.data.task_spec import Task
 from flare.data.tasks import get_task
 from flare.files import folder_lock, write_atomically
-from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import adapt, flare_config, load_backbone, merge_and_save
 from flare.hf.scoring import evaluate_items, predict_items, score
@@ -70,7 +69,7 @@ class Pipeline:
 
     def __init__(self, study: Study) -> None:
         self.study = study.validate()
-        self.placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
+        self.placement = self.study.placement()
         self.task: Task = get_task(study.task)
         self.out = Path(study.output_dir)
         self.format = FormatSettings(max_length=study.data.max_length)

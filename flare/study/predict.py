@@ -13,7 +13,6 @@ from flare.data.examples import Example, Pair, read_records, require_text, visib
 from flare.data.tasks import get_task
 from flare.errors import FlareError
 from flare.hf.checks import check_weights
-from flare.hf.device import resolve_placement
 from flare.hf.formats import FormatSettings, PairFormatter
 from flare.hf.loading import load_backbone
 from flare.hf.scoring import predict_items
@@ -126,7 +125,7 @@ def predict_texts(study: Study, language: str | list[str], texts: list[str], eng
             f"predict: the inputs are in {len(set(languages))} languages ({', '.join(dict.fromkeys(languages))}); "
             "a per-language adapter reads one: pass --joint_adapter true for the study's joint adapter"
         )
-    placement = resolve_placement(study.device, study.dtype, study.load_in_4bit)
+    placement = study.placement()
     if method not in METHODS:
         raise FlareError(f"predict: unknown method {method!r}; choose from {', '.join(METHODS)}")
     view, trains = METHODS[method].view, METHODS[method].trains

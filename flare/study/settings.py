@@ -258,8 +258,12 @@ class Study:
     def validate(self) -> Study:
         """Fail before any work starts, with one line naming the field: every value against the
         type and range declared above (settings built in Python skip `from_dict`), then the rules
-        that tie settings together."""
-        from_dict(type(self), dataclasses.asdict(self))
+        that tie settings together. A study validated before and unchanged since is not checked
+        again (the CLI validates while it parses, then the pipeline it starts)."""
+        snapshot = dataclasses.asdict(self)
+        if getattr(self, "_validated", None) == snapshot:
+            return self
+        from_dict(type(self), snapshot)
         task = get_task(self.task)
         for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english",
                      "joint.training", "joint.held_out"):
@@ -302,9 +306,9 @@ class Study:
                 f"adapter.cross_attention_heads: {adapter.cross_attention_heads} does not divide adapter.r "
                 f"{adapter.r} (needed by the {cross[0]} fusion)"
             )
-        from flare.hf.device import dtype_name, resolve_placement  # torch: settings stay torch-free for `flare report`
+        from flare.hf.device import dtype_name  # torch: settings stay torch-free for `flare report`
 
-        placement = resolve_placement(self.device, self.dtype, self.load_in_4bit)  # a missing GPU fails here
+        placement = self.placement()  # a missing GPU fails here
         # what an FSDP launch config cannot train
         check_sharding(placement.device.type, dtype_name(placement.dtype), self.load_in_4bit, self.adapter.english_gate)
         for name in ("stage1", "stage2"):
@@ -318,7 +322,18 @@ class Study:
             looks_local = value.startswith((".", "/", "~")) or local.exists()
             if looks_local and not (local.expanduser() / "config.json").is_file():
                 raise FlareError(f"{name}: {value} is not a model directory (no config.json)")
+        self._validated = snapshot
         return self
+
+    def placement(self) -> Any:
+        """Where this study's models run (flare.hf.device.Placement): resolved once, and again only
+        if device, dtype or load_in_4bit change."""
+        key = (self.device, self.dtype, self.load_in_4bit)
+        if getattr(self, "_placement", (None,))[0] != key:
+            from flare.hf.device import resolve_placement  # torch: settings stay torch-free for `flare report`
+
+            self._placement = (key, resolve_placement(*key))
+        return self._placement[1]
 
 
 def trackers(stage: StageSettings) -> list[str]:
