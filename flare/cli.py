@@ -36,7 +36,7 @@ from flare.mt.languages import same_language
 from flare.study.methods import FUSED, METHODS, TRAINED, UNTRAINED
 from flare.study.report import report as write_report
 from flare.study.runs import Run
-from flare.study.settings import Study, check_setting, declared_ranges, from_dict, read_study_yaml
+from flare.study.settings import RUN_LISTS, Study, check_setting, declared_ranges, from_dict, read_study_yaml
 
 
 def compare(study, time_budget_minutes: float = 0.0) -> Path:
@@ -283,8 +283,6 @@ COMMANDS = {
 }
 STUDY_COMMANDS = {"compare", "train", "evaluate", "predict", "analyze"}
 SINGLE_RUN_COMMANDS = {"train", "evaluate", "predict"}  # one language/method/seed of their own
-# a study's lists of runs: hidden from the help of the single-run commands, which take their own
-RUN_LISTS = ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english")
 
 
 def _parser():

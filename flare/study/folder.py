@@ -13,7 +13,17 @@ import yaml
 
 from flare.errors import FlareError
 from flare.files import append_line, write_atomically
-from flare.study.settings import Study, changed_settings, from_dict, read_study_yaml, stage2_variant, study_to_dict
+from flare.study.settings import (
+    JOINT_LISTS,
+    RUN_LISTS,
+    Study,
+    changed_settings,
+    from_dict,
+    read_study_yaml,
+    setting_value,
+    stage2_variant,
+    study_to_dict,
+)
 
 
 def holds_runs(output_dir: str | Path) -> bool:
@@ -98,13 +108,12 @@ def record_settings(study: Study, where: str) -> None:
     before = recorded_study(out)
     if before is not None:
         settings["stage2"] = before.get("stage2", settings["stage2"])
-        for key in ("languages", "methods", "fusions", "seeds"):
-            if isinstance(before.get(key), list):
-                settings[key] = list(dict.fromkeys([*before[key], *settings[key]]))
-        for section, key in (("data", "train_english"), ("data", "test_english"), ("joint", "training"),
-                             ("joint", "held_out")):
-            if isinstance((before.get(section) or {}).get(key), list):
-                settings[section][key] = list(dict.fromkeys([*before[section][key], *settings[section][key]]))
+        for name in (*RUN_LISTS, *JOINT_LISTS):
+            section, _, key = name.rpartition(".")
+            recorded = setting_value(before, name)
+            if isinstance(recorded, list):
+                merged = list(dict.fromkeys([*recorded, *setting_value(settings, name)]))
+                (settings[section] if section else settings)[key] = merged
     write_atomically(out / "study.yaml", f"# {where}\n" + yaml.safe_dump(settings, sort_keys=False))
 
 

@@ -26,6 +26,21 @@ from flare.setting_types import Range, check_type, fields_of, from_dict
 from flare.study.methods import FUSED, METHOD_NAMES, METHODS
 from flare.study.sharding import check_sharding
 
+# A study's lists of runs (dotted setting names): each must be a list without repeats, may grow
+# between chunks of a study (the folder's study.yaml keeps the union), and is hidden from the
+# single-run commands, which take one method, language and seed of their own.
+RUN_LISTS = ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english")
+JOINT_LISTS = ("joint.training", "joint.held_out")  # the same, for the adapters of many languages
+
+
+def setting_value(study: Any, name: str) -> Any:
+    """The value of a dotted setting name ("data.max_length") of a Study, or of its dict form."""
+    section, _, key = name.rpartition(".")
+    parent = (study.get(section) or {}) if isinstance(study, dict) and section else (
+        getattr(study, section) if section else study)
+    return parent.get(key) if isinstance(parent, dict) else getattr(parent, key)
+
+
 # accelerate's tracker names (accelerate.tracking.LOGGER_TYPE_TO_CLASS) -> the package each needs
 TRACKER_PACKAGES = {
     "tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow", "comet_ml": "comet_ml", "aim": "aim",
@@ -265,10 +280,8 @@ class Study:
             return self
         from_dict(type(self), snapshot)
         task = get_task(self.task)
-        for name in ("languages", "methods", "fusions", "seeds", "data.train_english", "data.test_english",
-                     "joint.training", "joint.held_out"):
-            section, _, key = name.rpartition(".")
-            values = getattr(getattr(self, section) if section else self, key)
+        for name in (*RUN_LISTS, *JOINT_LISTS):
+            values = setting_value(self, name)
             if not values and name != "joint.held_out" and (name != "fusions" or any(m in FUSED for m in self.methods)):
                 needs = " (the flare methods need a fusion)" if name == "fusions" else ""
                 raise FlareError(f"{name}: the list is empty; give at least one{needs}")
@@ -406,8 +419,7 @@ def study_to_dict(study: Study) -> dict[str, Any]:
 # exist, where files live, how evaluation is batched and where logs go. Everything else (and the
 # first seed, which trains stage 1) decides what a run computes.
 RESUMABLE_CHANGES = frozenset({
-    "languages", "methods", "fusions", "seeds", "output_dir", "device", "data.data_dir", "data.translations_dir",
-    "data.train_english", "data.test_english", "data.lexicon_dir", "joint.training", "joint.held_out",
+    *RUN_LISTS, *JOINT_LISTS, "output_dir", "device", "data.data_dir", "data.translations_dir", "data.lexicon_dir",
     "data.english_cache", "data.english_cache_ram_mib", "data.english_cache_disk_mib",  # results stay the same
     *(f"{stage}.{name}" for stage in ("stage1", "stage2")
       for name in ("eval_batch_size", "gradient_checkpointing", "tensorboard", "wandb_project", "log_with")),
