@@ -248,7 +248,7 @@ def task_from_dict(
         },
         encoder_fields=["question", "context"] if task_type == "qa" else text_fields,
         decoder_prompt=prompt, seq2seq_prompt=seq2seq, verbalizer=verbalizer,
-        parallel=bool(spec.get("parallel", False)), pair_by=pair_by, kind="custom", files=files, columns=column_spec,
+        parallel=bool(spec.get("parallel", False)), pair_by=pair_by, reader="custom", files=files, columns=column_spec,
         label_map=label_map or None, metric_function=metric_function, dataset=dataset,
     )
 

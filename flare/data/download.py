@@ -33,9 +33,9 @@ TASKS = tuple(BUILTIN_TASKS)
 
 def target_file(task: Task, split: str, language: str, root: Path) -> Path:
     """Where the local reader looks for (split, language) of a built-in task."""
-    if task.kind == "nusax":
+    if task.reader == "nusax":
         return root / "nusax-senti" / language / f"{split}.csv"
-    if task.kind == "xnli":
+    if task.reader == "xnli":
         return root / "xnli" / ("test-labeled" if split == "test" else "") / f"{split}-{language}.tsv"
     return root / "tydiqa-goldp" / language / f"{split}.json"
 
@@ -47,14 +47,14 @@ def _one_line(text: str) -> str:
 
 def render(task: Task, examples: Sequence[Example]) -> str:
     """The file text of one split in the task's local layout."""
-    if task.kind == "nusax":
+    if task.reader == "nusax":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["id", "text", "label"])
         for example in examples:
             writer.writerow([example.id, example.fields["text"], task.labels[example.label]])
         return out.getvalue()
-    if task.kind == "xnli":
+    if task.reader == "xnli":
         return "".join(
             f"{_one_line(e.fields['premise'])}\t{_one_line(e.fields['hypothesis'])}\t{task.labels[e.label]}\n"
             for e in examples

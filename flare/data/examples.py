@@ -19,7 +19,9 @@ from typing import Any, Literal
 from flare.errors import FlareError, brief, first_line
 from flare.files import read_jsonl, read_text
 
-PairKind = Literal["gold", "machine"]
+# where a pair's English side comes from: the dataset's parallel side, machine translation, or a
+# user who gave it (flare predict)
+PairKind = Literal["gold", "machine", "given"]
 # what a model reads of a pair (flare.hf.formats builds the inputs, flare.study.methods says which
 # method reads which): the target text, its English side ("source"), both in one input, or both in two passes
 View = Literal["flare", "target", "source", "input_fusion"]
@@ -40,7 +42,8 @@ class Example:
 @dataclass(frozen=True)
 class Pair:
     """An English (source) example and its target-language counterpart. `kind` says whether the
-    two sides are a human-made parallel pair ("gold") or one side is machine translated."""
+    two sides are a human-made parallel pair ("gold"), one side is machine translated ("machine"),
+    or a user gave the English with the text to label ("given", flare predict)."""
 
     source: Example
     target: Example

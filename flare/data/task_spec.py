@@ -61,7 +61,7 @@ class Task:
     verbalizer: list[str]  # answer word per label (decoders, mT5)
     parallel: bool = False  # gold parallel data across languages
     pair_by: Literal["id", "row"] = "id"
-    kind: str = "custom"  # which reader: xnli / nusax / tydiqa / custom
+    reader: Literal["xnli", "nusax", "tydiqa", "custom"] = "custom"  # which reader loads its files
     files: dict[str, dict[str, Path]] = field(default_factory=dict)  # custom: split -> language -> file
     columns: ColumnSpec | None = None
     label_map: dict[str, str] | None = None
@@ -89,7 +89,7 @@ class Task:
 
     def local_path(self, split: str, language: str, data_dir: str | Path | None = None) -> Path | None:
         """The local file holding (split, language), or None when it is not on disk."""
-        if self.kind == "custom":
+        if self.reader == "custom":
             path = self.files.get(split, {}).get(language)
             return path if path is not None and path.is_file() else None
         root = data_root(data_dir)
@@ -97,10 +97,10 @@ class Task:
             return None
         if not root.is_dir():  # a typo must not turn into a (slow, offline: failing) Hub download
             raise FlareError(f"data_dir {root} is not a directory")
-        if self.kind == "xnli":
+        if self.reader == "xnli":
             candidates = [root / "xnli" / "test-labeled" / f"test-{language}.tsv"] if split == "test" else []
             candidates.append(root / "xnli" / f"{split}-{language}.tsv")
-        elif self.kind == "nusax":
+        elif self.reader == "nusax":
             candidates = [root / "nusax-senti" / language / f"{split}.csv"]
         else:
             candidates = [root / "tydiqa-goldp" / language / f"{split}.json"]
@@ -118,18 +118,18 @@ class Task:
                 rows, columns, Path(source), language, self.columns, self.type, self.labels, self.label_map, stats
             )
         elif path is None:
-            if self.kind == "custom":
+            if self.reader == "custom":
                 raise FlareError(
                     f"task {self.name}: file for split '{split}', language '{language}' not found: "
                     f"{self.files.get(split, {}).get(language)}"
                 )
 
             examples = load_from_hub(self.name, split, language, self.labels, stats)
-        elif self.kind == "xnli":
+        elif self.reader == "xnli":
             examples = read_xnli_tsv(path, language, self.labels)
-        elif self.kind == "nusax":
+        elif self.reader == "nusax":
             examples = read_nusax_csv(path, language, self.labels)
-        elif self.kind == "tydiqa" or path.suffix.lower() == ".json":
+        elif self.reader == "tydiqa" or path.suffix.lower() == ".json":
             examples = read_squad_json(path, language, stats)
         else:
             rows, columns = read_records(path)

@@ -28,7 +28,7 @@ def _xnli() -> Task:
         split_roles={"train": "train", "validation": "dev", "test": "test"}, encoder_fields=["premise", "hypothesis"],
         decoder_prompt=PromptTemplate("Premise: {premise}\nHypothesis: {hypothesis}", "Label:"),
         seq2seq_prompt=PromptTemplate("premise: {premise} hypothesis: {hypothesis}", "label:"),
-        verbalizer=list(labels), parallel=True, pair_by="row", kind="xnli",
+        verbalizer=list(labels), parallel=True, pair_by="row", reader="xnli",
     )
 
 
@@ -41,7 +41,7 @@ def _nusax() -> Task:
         split_roles={"train": "train", "validation": "valid", "test": "test"}, encoder_fields=["text"],
         decoder_prompt=PromptTemplate("{text}", "Sentiment:"),
         seq2seq_prompt=PromptTemplate("sentiment: {text}", "label:"),
-        verbalizer=list(labels), parallel=True, pair_by="id", kind="nusax",
+        verbalizer=list(labels), parallel=True, pair_by="id", reader="nusax",
     )
 
 
@@ -56,7 +56,7 @@ def _tydiqa() -> Task:
         split_roles={"train": "train", "validation": None, "test": "dev"}, encoder_fields=["question", "context"],
         decoder_prompt=PromptTemplate("Context: {context}\nQuestion: {question}", "Answer:"),
         seq2seq_prompt=PromptTemplate("question: {question} context: {context}", ""),
-        verbalizer=[], parallel=False, kind="tydiqa",
+        verbalizer=[], parallel=False, reader="tydiqa",
     )
 
 
