@@ -36,7 +36,7 @@ TASK_TYPES: tuple[TaskType, ...] = ("classification", "qa")
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    """Everything a (family, task type) decides. Build it with `spec_for` or `decide`."""
+    """Everything a (family, task type) decides. Build it with `spec_for`."""
 
     family: Family
     task_type: TaskType
@@ -100,9 +100,19 @@ _BY_TASK: dict[tuple[str, str], tuple[str, Head, str | None, tuple[str, ...]]] =
 }
 
 
+def spec_for(family: str | BackboneSpec, task_type: str) -> BackboneSpec:
+    """The spec of a family (a name, or a spec already decided, as callers that kept one pass it) for
+    a task type; the same object every time it is asked for. A model's family comes from its config:
+    `spec_for(model_family(config), task_type)`."""
+    if isinstance(family, BackboneSpec):
+        if family.task_type != task_type:  # a spec decided for another task would lay inputs out wrongly
+            raise FlareError(f"a backbone spec for {family.task_type} used for a {task_type} task")
+        return family
+    return _spec(family, task_type)
+
+
 @cache
-def spec_for(family: str, task_type: str) -> BackboneSpec:
-    """The spec of a family and task type; the same object every time it is asked for."""
+def _spec(family: str, task_type: str) -> BackboneSpec:
     if family not in FAMILIES:
         raise FlareError(f"unknown model family {family!r}")
     if task_type not in TASK_TYPES:
@@ -112,15 +122,6 @@ def spec_for(family: str, task_type: str) -> BackboneSpec:
         family=family, task_type=task_type, auto_class=auto_class, head=head,  # type: ignore[arg-type]
         peft_task_type=peft_task_type, modules_to_save=modules_to_save, **_BY_FAMILY[family],
     )
-
-
-def as_spec(family: str | BackboneSpec, task_type: str) -> BackboneSpec:
-    """A spec given either itself or its family name (callers that only kept the family)."""
-    if isinstance(family, BackboneSpec):
-        if family.task_type != task_type:  # a spec decided for another task would lay inputs out wrongly
-            raise FlareError(f"a backbone spec for {family.task_type} used for a {task_type} task")
-        return family
-    return spec_for(family, task_type)
 
 
 def model_family(config: Any, family: Family | None = None) -> Family:
@@ -151,7 +152,3 @@ def model_family(config: Any, family: Family | None = None) -> Family:
         f"set family to one of {', '.join(FAMILIES)}"
     )
 
-
-def decide(config: Any, task_type: str, family: Family | None = None) -> BackboneSpec:
-    """The spec of a model config for a task type; `family` overrides the inferred family."""
-    return spec_for(model_family(config, family), task_type)

@@ -14,7 +14,7 @@ from transformers import AutoConfig
 
 from flare.data.task_spec import Task
 from flare.errors import FlareError, first_line
-from flare.hf.backbone import Family, decide
+from flare.hf.backbone import Family, model_family, spec_for
 from flare.hf.loading import adapt, flare_config
 from flare.hf.offline_e5 import model_location
 
@@ -75,7 +75,7 @@ def check_model(
         raise FlareError(f"model {model}: cannot load a config ({first_line(error)})") from None
     if Path(model_location(model)).is_dir():
         check_weights(Path(model_location(model)))
-    spec = decide(config, task.type, family)
+    spec = spec_for(model_family(config, family), task.type)
     for key, value in spec.head_config(len(task.labels)).items():
         setattr(config, key, value)
     cls = spec.model_class()

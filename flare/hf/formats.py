@@ -25,7 +25,7 @@ import torch
 
 from flare.data.examples import Example, LoadStats, Pair, View
 from flare.errors import FlareError
-from flare.hf.backbone import BackboneSpec, Family, as_spec
+from flare.hf.backbone import BackboneSpec, Family, spec_for
 from flare.hf.qa import answer_positions, qa_windows
 
 IGNORE_INDEX = -100
@@ -44,7 +44,7 @@ class FormatSettings:
 
 def render_prompt(task: Any, family: Family | BackboneSpec, sides: Sequence[Example]) -> str:
     """The prompt text of one or more examples (several = input fusion: bodies, then one cue)."""
-    spec = as_spec(family, task.type)
+    spec = spec_for(family, task.type)
     template = getattr(task, spec.prompt)
     body = spec.fusion_sep.join(template.body.format(**ex.fields) for ex in sides)
     return f"{body}{spec.prompt_sep}{template.cue}" if template.cue else body
@@ -80,7 +80,7 @@ class PairFormatter:
         self, task: Any, tokenizer: Any, family: Family | BackboneSpec, view: View = "flare",
         settings: FormatSettings | None = None,
     ) -> None:
-        self.spec = as_spec(family, task.type)
+        self.spec = spec_for(family, task.type)
         self.task, self.tok, self.family, self.view = task, tokenizer, self.spec.family, view
         self.settings = settings or FormatSettings()
         if view not in ("flare", "target", "source", "input_fusion"):

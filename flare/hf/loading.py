@@ -16,7 +16,7 @@ from flare.adapter.sharding import gathered_adapter_state, is_main_process, is_s
 from flare.data.tasks import Task
 from flare.errors import FlareError, first_line
 from flare.files import atomic_dir
-from flare.hf.backbone import Family, decide, spec_for
+from flare.hf.backbone import Family, model_family, spec_for
 from flare.hf.device import Placement, resolve_placement
 from flare.hf.offline_e5 import model_location
 
@@ -37,7 +37,7 @@ def load_backbone(
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as error:
         raise FlareError(f"model {model}: cannot load a config ({first_line(error)})") from None
-    spec = decide(config, task.type, family)
+    spec = spec_for(model_family(config, family), task.type)
     kwargs = {**placement.from_pretrained_kwargs(), **spec.head_config(len(task.labels))}
     backbone = spec.model_class().from_pretrained(path, **kwargs)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -8,7 +8,7 @@ import pytest
 import tiny_models
 from flare.data.tasks import get_task
 from flare.errors import FlareError
-from flare.hf.backbone import BackboneSpec, decide, model_family, spec_for
+from flare.hf.backbone import BackboneSpec, model_family, spec_for
 from flare.hf.formats import PairFormatter
 from flare.study.settings import AdapterSettings
 from tiny_tokenizers import decoder_tokenizer, encoder_tokenizer, seq2seq_tokenizer
@@ -35,7 +35,7 @@ TABLE = [
 @pytest.mark.parametrize(("builder", "task_type", "expected"), TABLE, ids=[f"{b}-{t}" for b, t, _ in TABLE])
 def test_every_tiny_family_gets_its_decision(builder, task_type, expected):
     model = getattr(tiny_models, builder)()
-    spec = decide(model.config, task_type)
+    spec = spec_for(model_family(model.config), task_type)
     family, auto_class, head, side, alignment, answer, peft_task_type = expected
     assert (spec.family, spec.auto_class, spec.head) == (family, auto_class, head)
     assert spec.padding_side == spec.truncation_side == side and spec.alignment == alignment
@@ -50,7 +50,7 @@ def test_every_tiny_family_gets_its_decision(builder, task_type, expected):
 
 
 def test_override_and_unknown_names():
-    assert decide(tiny_models.llama().config, "classification", family="encoder").head == "classifier"
+    assert spec_for(model_family(tiny_models.llama().config, family="encoder"), "classification").head == "classifier"
     with pytest.raises(FlareError, match="unknown model family 'rnn'"):
         spec_for("rnn", "classification")
     with pytest.raises(FlareError, match="unknown task type 'ner'"):
