@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from flare.study.methods import BASELINE as BASELINE_METHOD
 from flare.study.methods import METHODS
-from flare.study.stats import seed_stat, t_quantile_975
+from flare.study.stats import t_interval
 
 NOT_MEASURED = "not measured"
 BASELINE = (BASELINE_METHOD, None, None, None)  # translate-train (LoRA): reads no English side
@@ -84,8 +84,7 @@ def by_row(records: Sequence[Mapping]) -> dict[Key, Values]:
 
 
 def _t_cell(units: Sequence[float], seeds: int, languages: Sequence[str], uneven: bool = False) -> Cell:
-    stat = seed_stat(list(units))
-    half = None if stat.std is None else t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
+    stat, half = t_interval(list(units))  # the interval flare.study.report.paired_difference uses
     return Cell(stat.mean, half, seeds, tuple(languages), uneven)
 
 

@@ -27,7 +27,7 @@ from flare.errors import FlareError
 from flare.files import atomic_path, read_jsonl, write_atomically
 from flare.mt.languages import ENGLISH
 from flare.study.methods import BASELINE, table_rank
-from flare.study.stats import Stat, seed_stat, t_quantile_975
+from flare.study.stats import Stat, seed_stat, t_interval, t_quantile_975
 
 AVG = "avg"
 REQUIRED = ("run_id", "task", "method", "label", "language", "seed", "metric", "score")
@@ -181,11 +181,8 @@ def paired_difference(records: Sequence[Mapping[str, Any]], method_a_label: str,
     per_language = {lang: math.fsum(a[lang][s] - b[lang][s] for s in seeds) / len(seeds) for lang in targets}
     per_seed = {s: math.fsum(a[lang][s] - b[lang][s] for lang in targets) / len(targets) for s in seeds}
     unit, values = ("seed", list(per_seed.values())) if len(seeds) > 1 else ("language", list(per_language.values()))
-    stat = seed_stat(values)
-    ci = None
-    if stat.std is not None:
-        half = t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
-        ci = (stat.mean - half, stat.mean + half)
+    stat, half = t_interval(values)
+    ci = None if half is None else (stat.mean - half, stat.mean + half)
     return {"mean": stat.mean, "ci95": ci, "n": stat.n, "unit": unit, "sd": stat.std, "task": task,
             "method_a": method_a_label, "method_b": method_b_label, "seeds": seeds, "languages": targets,
             "per_seed": per_seed, "per_language": per_language}

@@ -30,6 +30,14 @@ def seed_stat(values: Sequence[float]) -> Stat:
     return Stat(mean, std, n)
 
 
+def t_interval(values: Sequence[float]) -> tuple[Stat, float | None]:
+    """Mean and sample sd of `values` (seeds, or languages), with the half width of the 95% t interval
+    around the mean (None with a single value: no spread to estimate)."""
+    stat = seed_stat(values)
+    half = None if stat.std is None else t_quantile_975(stat.n - 1) * stat.std / math.sqrt(stat.n)
+    return stat, half
+
+
 def t_quantile_975(df: int) -> float:
     """Two-sided 95% critical value of Student's t with integer ``df`` (no scipy in the pins): the exact
     finite-series CDF for integer degrees of freedom, inverted by bisection."""
