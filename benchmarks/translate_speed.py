@@ -1,6 +1,6 @@
 """Sentences per second of the translate step (flare.mt.translate.translate_dataset) on CPU.
 
-Uses the tiny random NLLB-style model of tests/_tiny_mt.py (no download), so the number measures
+Uses the tiny random NLLB-style model of tests/tiny_mt.py (no download), so the number measures
 the pipeline around the model (tokenisation, batching, generate, SQLite cache, output files) rather
 than a real NLLB. A second, fully cached run shows the cost of a rerun.
 
@@ -35,8 +35,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
+    from tiny_mt import build_tiny_nllb
 
-    from _tiny_mt import build_tiny_nllb
     from flare.mt.translate import translate_dataset
 
     torch.set_num_threads(args.threads)

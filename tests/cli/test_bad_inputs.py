@@ -61,7 +61,7 @@ def _adapter(base: Path, directory: Path, languages: list[str] | None = None) ->
 def shared(tmp_path_factory, data_dir):
     """A tiny encoder, a study folder with its stage-1 model and a flare adapter (untrained: only
     loading matters here), an adapter of a wider base model, and the tiny NLLB."""
-    from _tiny_mt import shared_tiny_nllb
+    from tiny_mt import shared_tiny_nllb
 
     root = tmp_path_factory.mktemp("bad_inputs")
     task = get_task("nusax")

@@ -168,7 +168,8 @@ def loads(monkeypatch):
 
 @pytest.mark.slow  # five methods, predict and translate: 25 s on 2 shared cores
 def test_a_bfloat16_study_runs_end_to_end_and_every_model_loads_in_bfloat16(tmp_path, tmp_path_factory, loads):
-    from _tiny_mt import available_data_dir, shared_tiny_nllb
+    from tiny_mt import available_data_dir, shared_tiny_nllb
+
     from flare.data.tasks import get_task
     from flare.mt.translate import translate_dataset
     from flare.study.predict import predict_texts

@@ -124,8 +124,8 @@ def test_a_document_without_english_and_the_request_cache_are_refused_in_one_lin
 
 def test_a_document_without_english_is_translated_with_the_cached_mt_model(setup, tmp_path_factory):
     from lm_eval.api.instance import Instance
+    from tiny_mt import shared_tiny_nllb
 
-    from _tiny_mt import shared_tiny_nllb
     from flare.mt.translate import translate_columns
 
     root, base, _, _ = setup

@@ -9,9 +9,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tiny_mt import available_data_dir, shared_tiny_nllb, training_sentences
 from transformers import M2M100ForConditionalGeneration
 
-from _tiny_mt import available_data_dir, shared_tiny_nllb, training_sentences
 from flare.data.parallel_data import read_translations as _read_by_id
 from flare.data.parallel_data import translation_path
 from flare.errors import FlareError
@@ -247,9 +247,8 @@ def test_translation_quality_against_parallel_gold(data_dir):
 
 
 def test_m2m100_checkpoints_use_their_own_language_tags(tmp_path, generate_calls):
+    from tiny_mt import build_tiny_m2m100
     from transformers import AutoTokenizer
-
-    from _tiny_mt import build_tiny_m2m100
 
     model = build_tiny_m2m100(tmp_path / "m2m", available_data_dir())
     rows = [{"id": "a", "text": "Aku seneng banget"}, {"id": "b", "text": "Rotine enak"}]

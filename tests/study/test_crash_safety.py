@@ -151,7 +151,7 @@ def _cached(cache: Path) -> int:
 
 
 def test_sigkill_during_translation_loses_and_repeats_no_sentence(tmp_path, tmp_path_factory, data_dir):
-    from _tiny_mt import shared_tiny_nllb
+    from tiny_mt import shared_tiny_nllb
 
     model = shared_tiny_nllb(tmp_path_factory, data_dir)
     rows = get_task("nusax").load("test", "jav", data_dir)[:60]

@@ -145,7 +145,7 @@ def test_a_studys_runs_share_the_english_passes_and_score_as_without_the_cache(s
 
 def test_flare_mt_is_unchanged_by_the_setting(tmp_path, tmp_path_factory, stage1):
     """FLARE-MT fuses MT-encoder states, which a study already computes once (data.mt_inputs)."""
-    from _tiny_mt import shared_tiny_nllb
+    from tiny_mt import shared_tiny_nllb
 
     mt = shared_tiny_nllb(tmp_path_factory)
     runs = [_run(stage1, tmp_path / cache, cache, methods=["flare-mt"], mt_model=str(mt), stage={"epochs": 1})

@@ -199,8 +199,7 @@ def test_flare_mt_study_trains_the_projection_of_mt_encoder_states(
     tiny_encoder, tmp_path, tmp_path_factory, data_dir, monkeypatch
 ):
     from safetensors.torch import load_file
-
-    from _tiny_mt import shared_tiny_nllb
+    from tiny_mt import shared_tiny_nllb
 
     mt_model = shared_tiny_nllb(tmp_path_factory, data_dir)
     study = _study(

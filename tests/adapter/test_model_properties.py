@@ -192,7 +192,7 @@ GENERATION_CASES = [  # (alignment, decode_fusion, use_cache): every fusion, cac
 def test_generation_equals_the_training_forward_at_prefill_and_every_step(arch, fusion):
     for alignment, decode, use_cache in GENERATION_CASES:
         if use_cache and decode == "last" and fusion in ("matmul", "matmul_relu", "cross_attention"):
-            continue  # refused (test_adapter_errors); exact without the cache, which the other cases run
+            continue  # refused (test_model_errors); exact without the cache, which the other cases run
         model = build(arch, fusion, alignment=alignment, decode_fusion=decode)
         prompt, source = ids(PROMPT_LENGTH, 0)[None], ids(8 if alignment == "left" else 5, 1)[None]
         sequences, logits = _generate(model, prompt, source, use_cache=use_cache)

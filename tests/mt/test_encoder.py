@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
+from tiny_mt import available_data_dir, shared_tiny_nllb
 
-from _tiny_mt import available_data_dir, shared_tiny_nllb
 from flare.errors import FlareError
 from flare.mt.encoder import EncoderStateStore, MTEncoder, precompute_encoder_states
 
