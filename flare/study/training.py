@@ -119,146 +119,182 @@ def fit(
         description: label of the progress bar.
         stop_after_steps: stop abruptly after this many optimizer steps (tests of resumption).
     """
-    # The model was loaded onto its device (flare/hf/device.py); accelerate trains it there.
-    device = model_device(model)
-    if is_initialized() and AcceleratorState().device.type != device.type:
-        # accelerate fixes one device per process and would silently move the model to it
-        raise FlareError(
-            f"this process already trained on {AcceleratorState().device}; train the model on {device} in a new process"
-        )
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
-    # Autocast is ours, not accelerate's mixed_precision: accelerate fixes that once per process,
-    # and a process may train models of several dtypes. Trainable weights stay float32.
-    amp = autocast_dtype(model, settings.mixed_precision)
-    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
-    # split_batches: under `accelerate launch` each process takes its share of every batch, so
-    # N processes train exactly like one process with the same batch size
-    accelerator = Accelerator(
-        gradient_accumulation_steps=settings.gradient_accumulation, cpu=device.type == "cpu",
-        dataloader_config=DataLoaderConfiguration(split_batches=True),
-    )
-    torch.manual_seed(seed)
-    if settings.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
-    plan = requested_sharding()
-    sharded = plan is not None and accelerator.num_processes > 1
-    if sharded:
-        # FSDP2: each layer one unit, the model the root; the parameters become shards, so the
-        # optimizer is built after this, on them
-        shard_flare_model(model, init_device_mesh(device.type, (accelerator.num_processes,)), plan.layers,
-                          plan.reshard_after_forward)
-    elif accelerator.num_processes > 1:
-        model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
-    # named as in the unwrapped model (DDP would prefix "module."): the checkpoint reads the same in any launch
-    names = list(_trainable(accelerator.unwrap_model(model)))
-    params = list(_trainable(accelerator.unwrap_model(model)).values())
-    optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    batches_per_epoch = math.ceil(len(train_items) / settings.batch_size)
-    steps_per_epoch = math.ceil(batches_per_epoch / settings.gradient_accumulation)
-    total_steps = steps_per_epoch * settings.epochs
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
-    # In one process there is nothing to wrap (the model is already on its device), and accelerate
-    # would refuse a 4-bit model on cuda:N with N > 0: its own device there is the bare "cuda".
-    optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
+    recipe = _Recipe(model, math.ceil(len(train_items) / settings.batch_size), settings, seed, run_dir, description)
+    recipe.resume()
+    for epoch in range(recipe.state["epoch"], settings.epochs):
+        items = train_items.epoch(epoch) if isinstance(train_items, LanguageMix) else list(train_items)
+        losses, started = recipe.train_epoch(epoch, items, collate, stop_after_steps)
+        recipe.end_epoch(epoch, losses, started, evaluate)
+    return recipe.finish()
 
-    checkpoint = run_dir / "checkpoint"
-    state = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
-    best: dict[str, torch.Tensor] = {}
-    if (checkpoint / STATE_FILE).is_file():
+
+class _Recipe:
+    """fit's steps, torchtune-style: set up (device, accelerate, sharding, optimizer, schedule),
+    resume from the checkpoint, train one epoch, end an epoch (validate, keep the best, checkpoint,
+    log), finish (the best weights back in the model)."""
+
+    def __init__(self, model: torch.nn.Module, batches_per_epoch: int, settings: StageSettings, seed: int,
+                 run_dir: Path, description: str) -> None:
+        self.settings, self.seed, self.description = settings, seed, description
+        # The model was loaded onto its device (flare/hf/device.py); accelerate trains it there.
+        device = self.device = model_device(model)
+        if is_initialized() and AcceleratorState().device.type != device.type:
+            # accelerate fixes one device per process and would silently move the model to it
+            raise FlareError(
+                f"this process already trained on {AcceleratorState().device}; train the model on {device} in a new "
+                "process"
+            )
+        if device.type == "cuda" and device.index is not None:
+            torch.cuda.set_device(device)
+        # Autocast is ours, not accelerate's mixed_precision: accelerate fixes that once per process,
+        # and a process may train models of several dtypes. Trainable weights stay float32.
+        self.amp = autocast_dtype(model, settings.mixed_precision)
+        self.scaler = torch.amp.GradScaler(device.type) if self.amp == torch.float16 else None
+        # split_batches: under `accelerate launch` each process takes its share of every batch, so
+        # N processes train exactly like one process with the same batch size
+        accelerator = self.accelerator = Accelerator(
+            gradient_accumulation_steps=settings.gradient_accumulation, cpu=device.type == "cpu",
+            dataloader_config=DataLoaderConfiguration(split_batches=True),
+        )
+        torch.manual_seed(seed)
+        if settings.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+        plan = requested_sharding()
+        if plan is not None and accelerator.num_processes > 1:
+            # FSDP2: each layer one unit, the model the root; the parameters become shards, so the
+            # optimizer is built after this, on them
+            shard_flare_model(model, init_device_mesh(device.type, (accelerator.num_processes,)), plan.layers,
+                              plan.reshard_after_forward)
+        elif accelerator.num_processes > 1:
+            model = accelerator.prepare_model(model)  # DDP: gradients averaged across the processes
+        self.model = model
+        # named as in the unwrapped model (DDP would prefix "module."): the checkpoint reads the same in any launch
+        self.names = list(_trainable(self.unwrapped))
+        self.params = list(_trainable(self.unwrapped).values())
+        optimizer = torch.optim.AdamW(self.params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        total_steps = math.ceil(batches_per_epoch / settings.gradient_accumulation) * settings.epochs
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(settings.warmup_ratio * total_steps), total_steps)
+        # In one process there is nothing to wrap (the model is already on its device), and accelerate
+        # would refuse a 4-bit model on cuda:N with N > 0: its own device there is the bare "cuda".
+        self.optimizer, self.scheduler = accelerator.prepare(optimizer, scheduler)
+        self.checkpoint, self.log_path = run_dir / "checkpoint", run_dir / "train_log.csv"
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "best_score": None, "best_epoch": 0, "history": []}
+        self.best: dict[str, torch.Tensor] = {}
+        # objectives scheduled by the optimizer step (X-Mixup's sampling, mid-align's alternation) read it
+        # from here, so a resumed run continues their schedule where it stopped
+        self.set_step = getattr(self.unwrapped, "set_training_step", None)
+        self.loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
+        self.step_losses: list[float] = []
+
+    @property
+    def unwrapped(self) -> torch.nn.Module:
+        return self.accelerator.unwrap_model(self.model)
+
+    def resume(self) -> None:
+        """Continue after the last finished epoch of an interrupted run, where its checkpoint says."""
+        checkpoint = self.checkpoint
+        if not (checkpoint / STATE_FILE).is_file():
+            return
         try:
             state = json.loads((checkpoint / STATE_FILE).read_text())
             weights = load_file(checkpoint / TRAINABLE_FILE)
             optimizer_state = load_file(checkpoint / OPTIMIZER_FILE)
             rng = load_file(checkpoint / RNG_FILE)["cpu"]
             best = load_file(checkpoint / BEST_FILE) if (checkpoint / BEST_FILE).is_file() else {}
-            for name, param in _trainable(accelerator.unwrap_model(model)).items():
+            for name, param in _trainable(self.unwrapped).items():
                 copy_full_into(param, weights[name])
         except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as error:
             raise FlareError(
                 f"{checkpoint}: unreadable training checkpoint ({type(error).__name__}); delete it to restart this run"
             ) from None
-        _load_optimizer_tensors(optimizer, names, optimizer_state)
-        scheduler.load_state_dict(state["scheduler"])
+        self.state, self.best = state, best
+        _load_optimizer_tensors(self.optimizer, self.names, optimizer_state)
+        self.scheduler.load_state_dict(state["scheduler"])
         # load_state_dict restores the schedule's position but not the optimizer's current rate
-        for group, rate in zip(optimizer.param_groups, scheduler.get_last_lr()):
+        for group, rate in zip(self.optimizer.param_groups, self.scheduler.get_last_lr()):
             group["lr"] = rate
         torch.set_rng_state(rng)
 
-    # objectives scheduled by the optimizer step (X-Mixup's sampling, mid-align's alternation) read it
-    # from here, so a resumed run continues their schedule where it stopped
-    set_step = getattr(accelerator.unwrap_model(model), "set_training_step", None)
-    log_path = run_dir / "train_log.csv"
-    loggers = _Loggers(settings, run_dir, description) if accelerator.is_main_process else None
-    step_losses: list[float] = []
-    for epoch in range(state["epoch"], settings.epochs):
+    def train_epoch(self, epoch: int, items: list, collate: Callable, stop_after_steps: int | None,
+                    ) -> tuple[list[float], float]:
+        """One pass over `items` in the (seed, epoch) order; the batches' losses and when it started."""
+        accelerator, settings, state, model = self.accelerator, self.settings, self.state, self.model
         model.train()
-        order = torch.Generator().manual_seed(seed * 1000 + epoch)  # the same order after a resume
-        items = train_items.epoch(epoch) if isinstance(train_items, LanguageMix) else list(train_items)
-        loader = DataLoader(
-            items, batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate
-        )
+        order = torch.Generator().manual_seed(self.seed * 1000 + epoch)  # the same order after a resume
+        loader = DataLoader(items, batch_size=settings.batch_size, shuffle=True, generator=order, collate_fn=collate)
         loader = accelerator.prepare_data_loader(loader)
         losses, start = [], time.perf_counter()
-        bar = tqdm(loader, desc=f"{description} epoch {epoch + 1}/{settings.epochs}", leave=False, dynamic_ncols=True,
-                   disable=not accelerator.is_main_process)
+        bar = tqdm(loader, desc=f"{self.description} epoch {epoch + 1}/{settings.epochs}", leave=False,
+                   dynamic_ncols=True, disable=not accelerator.is_main_process)
         for batch in bar:
-            if set_step is not None:
-                set_step(state["step"])
-            with accelerator.accumulate(model):
-                with autocast(device, amp):
-                    loss = model(**batch).loss
-                accelerator.backward(scaler.scale(loss) if scaler else loss)
-                if accelerator.sync_gradients and scaler:
-                    scaler.unscale_(optimizer)
-                if accelerator.sync_gradients and settings.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(params, settings.max_grad_norm)
-                if scaler is None:
-                    optimizer.step()  # accelerate's wrapper steps only when gradients sync
-                elif accelerator.sync_gradients:
-                    scaler.step(optimizer)  # skips a step whose float16 gradients overflowed
-                    scaler.update()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-            # the batch's loss over all processes (each computed the loss of its share)
-            losses.append(accelerator.reduce(loss.detach(), "mean").item() if accelerator.num_processes > 1
-                          else loss.item())
-            step_losses.append(losses[-1])
+            if self.set_step is not None:
+                self.set_step(state["step"])
+            losses.append(self._step(batch))
+            self.step_losses.append(losses[-1])
             if accelerator.sync_gradients:
                 state["step"] += 1
-                if loggers:
-                    loggers.step(state["step"], losses[-1], scheduler.get_last_lr()[0])
+                if self.loggers:
+                    self.loggers.step(state["step"], losses[-1], self.scheduler.get_last_lr()[0])
             bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.4f}")
             if stop_after_steps is not None and state["step"] >= stop_after_steps:
                 raise KeyboardInterrupt(f"stopped after {state['step']} steps (stop_after_steps)")
+        return losses, start
+
+    def _step(self, batch: dict) -> float:
+        """Forward, backward and (when gradients sync) an optimizer step; the batch's loss over all
+        processes (each computed the loss of its share)."""
+        accelerator, optimizer, scaler = self.accelerator, self.optimizer, self.scaler
+        with accelerator.accumulate(self.model):
+            with autocast(self.device, self.amp):
+                loss = self.model(**batch).loss
+            accelerator.backward(scaler.scale(loss) if scaler else loss)
+            if accelerator.sync_gradients and scaler:
+                scaler.unscale_(optimizer)
+            if accelerator.sync_gradients and self.settings.max_grad_norm > 0:
+                accelerator.clip_grad_norm_(self.params, self.settings.max_grad_norm)
+            if scaler is None:
+                optimizer.step()  # accelerate's wrapper steps only when gradients sync
+            elif accelerator.sync_gradients:
+                scaler.step(optimizer)  # skips a step whose float16 gradients overflowed
+                scaler.update()
+            self.scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+        return accelerator.reduce(loss.detach(), "mean").item() if accelerator.num_processes > 1 else loss.item()
+
+    def end_epoch(self, epoch: int, losses: list[float], started: float, evaluate: Evaluate | None) -> None:
+        """Validate, keep the best weights, write the checkpoint and the log (the epoch's seconds:
+        training and validation, from `started`)."""
+        state, accelerator = self.state, self.accelerator
         # every process scores the whole validation set with the unwrapped model: same selection
-        score = evaluate(accelerator.unwrap_model(model)) if evaluate is not None else None
+        score = evaluate(self.unwrapped) if evaluate is not None else None
         row = {"epoch": epoch + 1, "step": state["step"], "train_loss": sum(losses) / max(len(losses), 1),
-               "valid_score": score, "seconds": round(time.perf_counter() - start, 2)}
+               "valid_score": score, "seconds": round(time.perf_counter() - started, 2)}
         state["history"].append(row)
         improved = score is not None and (state["best_score"] is None or score > state["best_score"])
-        if improved or not settings.select_best or evaluate is None:
+        if improved or not self.settings.select_best or evaluate is None:
             state["best_score"], state["best_epoch"] = score, epoch + 1
-            best = _whole_trainable(accelerator.unwrap_model(model))
+            self.best = _whole_trainable(self.unwrapped)
         state["epoch"] = epoch + 1
-        state["scheduler"] = scheduler.state_dict()
+        state["scheduler"] = self.scheduler.state_dict()
         # gathered on every process (shards are gathered collectively), written by the first
-        weights = _whole_trainable(accelerator.unwrap_model(model))
-        optimizer_tensors = _optimizer_tensors(optimizer, names)
+        weights = _whole_trainable(self.unwrapped)
+        optimizer_tensors = _optimizer_tensors(self.optimizer, self.names)
         if accelerator.is_main_process:
-            _save_checkpoint(checkpoint, weights, optimizer_tensors, state, best)
-            _write_log(log_path, state["history"])
-            loggers.epoch(row)
+            _save_checkpoint(self.checkpoint, weights, optimizer_tensors, state, self.best)
+            _write_log(self.log_path, state["history"])
+            self.loggers.epoch(row)
         accelerator.wait_for_everyone()
-    if loggers:
-        loggers.close()
 
-    unwrapped = accelerator.unwrap_model(model)
-    if best:
-        for name, param in _trainable(unwrapped).items():
-            copy_full_into(param, best[name])
-    return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"],
-                       step_losses)
+    def finish(self) -> TrainResult:
+        """The best weights back in the model (the last ones without validation), and the result."""
+        if self.loggers:
+            self.loggers.close()
+        if self.best:
+            for name, param in _trainable(self.unwrapped).items():
+                copy_full_into(param, self.best[name])
+        state = self.state
+        return TrainResult(state["best_score"], state["best_epoch"], state["epoch"], state["step"], state["history"],
+                           self.step_losses)
 
 
 class _Loggers:
