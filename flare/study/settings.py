@@ -303,7 +303,6 @@ class Study:
         if any(METHODS[m].mt_states for m in self.methods) and not self.mt_model:
             raise FlareError("mt_model: the flare-mt method needs an NLLB/M2M100 model")
         if any(METHODS[m].mt_states for m in self.methods):  # every language the MT encoder will tag, before stage 1
-
             flores_codes([*self.languages], self.language_map)
         elif self.language_map:
             check_language_map(self.language_map)
