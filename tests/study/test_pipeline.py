@@ -313,7 +313,7 @@ def test_a_full_disk_while_saving_is_one_line_saying_so(tmp_path, capsys, monkey
     def full(*args, **kwargs):
         raise SafetensorError('Error while serializing: IoError(Os { code: 28, message: "No space left on device" })')
 
-    monkeypatch.setattr("flare.study.report.report", full)
+    monkeypatch.setattr("flare.cli.write_report", full)  # the CLI holds its own reference
     results = tmp_path / "results.jsonl"
     results.write_text("")
     assert main(["report", str(results)]) == 2
