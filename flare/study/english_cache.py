@@ -64,7 +64,7 @@ def attach_english_cache(model, formatter: PairFormatter, items: list, data: Dat
             return shared
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         spill_dir = spill_dir / f"rank{torch.distributed.get_rank()}"  # each process caches its own share
-    if shared is not None:  # the earlier runs' states are dropped, their spilled shards too
+    if shared is not None and memoize:  # this cache replaces the earlier runs': their spilled shards go too
         shutil.rmtree(spill_dir, ignore_errors=True)
     cache = EnglishStateCache(formatter.max_length, rows, ram, disk, spill_dir, memoize)
     model.english_state_cache = cache

@@ -36,8 +36,12 @@ JOINT_LISTS = ("joint.training", "joint.held_out")  # the same, for the adapters
 def setting_value(study: Any, name: str) -> Any:
     """The value of a dotted setting name ("data.max_length") of a Study, or of its dict form."""
     section, _, key = name.rpartition(".")
-    parent = (study.get(section) or {}) if isinstance(study, dict) and section else (
-        getattr(study, section) if section else study)
+    if not section:
+        parent = study
+    elif isinstance(study, dict):
+        parent = study.get(section) or {}
+    else:
+        parent = getattr(study, section)
     return parent.get(key) if isinstance(parent, dict) else getattr(parent, key)
 
 
